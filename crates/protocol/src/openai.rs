@@ -77,15 +77,15 @@ impl ChatRequest {
         if self.messages.is_empty() {
             return invalid("messages", "must contain at least one message");
         }
-        if let Some(t) = self.temperature {
-            if !(0.0..=2.0).contains(&t) {
-                return invalid("temperature", "must be between 0 and 2");
-            }
+        if let Some(t) = self.temperature
+            && !(0.0..=2.0).contains(&t)
+        {
+            return invalid("temperature", "must be between 0 and 2");
         }
-        if let Some(p) = self.top_p {
-            if !(0.0..=1.0).contains(&p) {
-                return invalid("top_p", "must be between 0 and 1");
-            }
+        if let Some(p) = self.top_p
+            && !(0.0..=1.0).contains(&p)
+        {
+            return invalid("top_p", "must be between 0 and 1");
         }
         if self.n == Some(0) {
             return invalid("n", "must be at least 1");
@@ -353,6 +353,16 @@ impl Usage {
         self.prompt_tokens_details
             .as_ref()
             .and_then(|d| d.cached_tokens)
+            .unwrap_or(0)
+    }
+
+    /// Prompt tokens written to the provider's prompt cache (already counted in
+    /// `prompt_tokens`), billed at their own price. Anthropic reports them; the Anthropic
+    /// provider copies its `cache_creation_input_tokens` into `extra`.
+    pub fn cache_write_tokens(&self) -> u64 {
+        self.extra
+            .get("cache_creation_input_tokens")
+            .and_then(Value::as_u64)
             .unwrap_or(0)
     }
 

@@ -158,10 +158,10 @@ impl UpstreamResponse {
                 }
                 Ok(Some(Ok(f))) => f,
             };
-            if let Ok(data) = frame.into_data() {
-                if !data.is_empty() {
-                    return Ok(Some(data));
-                }
+            if let Ok(data) = frame.into_data()
+                && !data.is_empty()
+            {
+                return Ok(Some(data));
             }
         }
     }
@@ -195,14 +195,13 @@ impl UpstreamResponse {
 
 /// The `message` of an OpenAI or Anthropic error body, or a short prefix of the raw body.
 pub(crate) fn upstream_error_message(body: &[u8]) -> String {
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
-        if let Some(m) = v
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body)
+        && let Some(m) = v
             .pointer("/error/message")
             .and_then(|m| m.as_str())
             .or_else(|| v.get("message").and_then(|m| m.as_str()))
-        {
-            return m.to_owned();
-        }
+    {
+        return m.to_owned();
     }
     let text = String::from_utf8_lossy(body);
     let mut end = text.len().min(300);

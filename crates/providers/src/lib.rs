@@ -34,7 +34,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cognitude_protocol::{ChatChunk, ChatCompletion, ChatRequest};
 
-pub use anthropic::{AnthropicProvider, from_anthropic_response, to_anthropic_request};
+pub use anthropic::{
+    AnthropicProvider, AnthropicStreamTranslator, from_anthropic_response, to_anthropic_request,
+};
 pub use http::{HttpClient, Timeouts};
 pub use mock::MockProvider;
 pub use openai::OpenAiProvider;
@@ -139,10 +141,10 @@ pub fn parse_retry_after(headers: &::http::HeaderMap) -> Option<Duration> {
         .get("retry-after-ms")
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.trim().parse::<f64>().ok())
+        && ms.is_finite()
+        && ms >= 0.0
     {
-        if ms.is_finite() && ms >= 0.0 {
-            return Some(Duration::from_secs_f64(ms / 1000.0));
-        }
+        return Some(Duration::from_secs_f64(ms / 1000.0));
     }
     headers
         .get(::http::header::RETRY_AFTER)

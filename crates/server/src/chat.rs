@@ -1,0 +1,371 @@
+//! `POST /v1/chat/completions`: validate, resolve the model, call the upstream with retries and
+//! fallbacks, and answer as JSON or as an SSE stream forwarded chunk by chunk.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cognitude_catalog::{Money, TokenUsage};
+use cognitude_protocol::sse;
+use cognitude_protocol::{ChatChunk, ChatRequest, ErrorBody, StreamAssembler, Usage, parse_json};
+use cognitude_providers::{ChunkStream, Error as UpstreamError};
+use http::{HeaderValue, Response};
+
+use crate::body::ResponseBody;
+use crate::error::ApiError;
+use crate::state::{AppState, Route};
+use crate::{RequestCtx, headers, metrics_names as m};
+
+/// What an upstream call produced, and which route produced it.
+struct Answered<'a, T> {
+    value: T,
+    route: &'a Route,
+}
+
+pub(crate) async fn handle(
+    state: &Arc<AppState>,
+    ctx: &RequestCtx,
+    body: Bytes,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let req: ChatRequest = parse_json(&body).map_err(|e| ApiError::invalid(e.message, e.field))?;
+    req.validate()
+        .map_err(|e| ApiError::invalid(e.to_string(), Some(e.field)))?;
+    let route = state
+        .route(&req.model)
+        .ok_or_else(|| ApiError::ModelNotFound(req.model.clone()))?;
+
+    if req.is_stream() {
+        stream(state, ctx, req, route).await
+    } else {
+        complete(state, ctx, req, route).await
+    }
+}
+
+async fn complete(
+    state: &Arc<AppState>,
+    ctx: &RequestCtx,
+    req: ChatRequest,
+    route: &Route,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let answered = call_with_fallbacks(state, route, |r| {
+        let upstream_req = for_route(&req, r);
+        async move { r.provider.complete(&upstream_req).await }
+    })
+    .await?;
+    let completion = answered.value;
+    let used = answered.route;
+    let cost = completion
+        .usage
+        .as_ref()
+        .and_then(|u| cost_of(state, used, u));
+    record_usage(used, completion.usage.as_ref(), cost);
+
+    let body = serde_json::to_vec(&completion)
+        .map_err(|e| ApiError::Internal(format!("could not encode the completion: {e}")))?;
+    let mut resp = Response::new(ResponseBody::full(body));
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers::answered_by(h, used);
+    if let Some(c) = cost {
+        headers::cost(h, c);
+    }
+    tracing::debug!(request_id = %ctx.request_id, model = %used.name, "completion served");
+    Ok(resp)
+}
+
+async fn stream(
+    state: &Arc<AppState>,
+    ctx: &RequestCtx,
+    req: ChatRequest,
+    route: &Route,
+) -> Result<Response<ResponseBody>, ApiError> {
+    // Fallbacks apply until the first chunk: after that the client has content and a switch
+    // would mix two answers.
+    let answered = call_with_fallbacks(state, route, |r| {
+        let upstream_req = for_route(&req, r);
+        async move {
+            let mut s = r.provider.stream(&upstream_req).await?;
+            let first = s.next_chunk().await?;
+            Ok((first, s))
+        }
+    })
+    .await?;
+    let (first, upstream) = answered.value;
+    let used = answered.route.clone();
+
+    let (tx, body) = ResponseBody::channel(32);
+    let forwarder = Forwarder {
+        state: state.clone(),
+        route: used.clone(),
+        wants_usage: req.wants_stream_usage(),
+        request_id: ctx.request_id.clone(),
+        started: ctx.started,
+    };
+    tokio::spawn(forwarder.run(first, upstream, tx));
+
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    // Tells nginx-style proxies in front of us not to buffer the stream.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers::answered_by(h, &used);
+    Ok(resp)
+}
+
+/// Forwards a stream's chunks to the client while assembling them for usage and cost.
+struct Forwarder {
+    state: Arc<AppState>,
+    route: Route,
+    wants_usage: bool,
+    request_id: String,
+    started: Instant,
+}
+
+/// How a forwarded stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamEnd {
+    Completed,
+    UpstreamFailed,
+    ClientGone,
+}
+
+impl StreamEnd {
+    fn as_str(self) -> &'static str {
+        match self {
+            StreamEnd::Completed => "completed",
+            StreamEnd::UpstreamFailed => "upstream_failed",
+            StreamEnd::ClientGone => "client_gone",
+        }
+    }
+}
+
+impl Forwarder {
+    async fn run(
+        self,
+        first: Option<ChatChunk>,
+        mut upstream: ChunkStream,
+        tx: tokio::sync::mpsc::Sender<Bytes>,
+    ) {
+        let mut assembler = StreamAssembler::new();
+        // The first chunk was read before the response started; `None` there is an empty stream.
+        let mut pending = Some(Ok(first));
+        let end = loop {
+            let next = match pending.take() {
+                Some(r) => r,
+                None => {
+                    tokio::select! {
+                        // The client left: stop reading, which drops the upstream connection.
+                        () = tx.closed() => break StreamEnd::ClientGone,
+                        r = upstream.next_chunk() => r,
+                    }
+                }
+            };
+            match next {
+                Ok(Some(mut chunk)) => {
+                    assembler.push(&chunk);
+                    let usage_only = chunk.choices.is_empty() && chunk.usage.is_some();
+                    if !self.wants_usage {
+                        if usage_only {
+                            continue;
+                        }
+                        chunk.usage = None;
+                    }
+                    let Ok(json) = serde_json::to_vec(&chunk) else {
+                        continue;
+                    };
+                    if tx.send(sse::encode_data(&json)).await.is_err() {
+                        break StreamEnd::ClientGone;
+                    }
+                }
+                Ok(None) => {
+                    let _ = tx.send(sse::done()).await;
+                    break StreamEnd::Completed;
+                }
+                Err(e) => {
+                    tracing::warn!(request_id = %self.request_id, error = %e, "upstream stream failed");
+                    let err = ApiError::from(e);
+                    let body: ErrorBody = err.body();
+                    if let Ok(json) = serde_json::to_vec(&body) {
+                        let _ = tx.send(sse::encode_data(&json)).await;
+                    }
+                    break StreamEnd::UpstreamFailed;
+                }
+            }
+        };
+        drop(upstream);
+        let usage = assembler.usage().cloned();
+        let cost = usage
+            .as_ref()
+            .and_then(|u| cost_of(&self.state, &self.route, u));
+        record_usage(&self.route, usage.as_ref(), cost);
+        metrics::counter!(m::STREAMS, "model" => self.route.name.clone(), "end" => end.as_str())
+            .increment(1);
+        tracing::debug!(
+            request_id = %self.request_id,
+            model = %self.route.name,
+            end = end.as_str(),
+            elapsed_ms = self.started.elapsed().as_millis() as u64,
+            "stream ended"
+        );
+    }
+}
+
+/// The request as the route's upstream should see it.
+fn for_route(req: &ChatRequest, route: &Route) -> ChatRequest {
+    let mut r = req.clone();
+    r.model.clone_from(&route.upstream_model);
+    r
+}
+
+/// Calls `attempt` on the route, retrying retryable failures with jittered exponential backoff
+/// (honouring `Retry-After` up to the backoff cap), then on each fallback in order.
+async fn call_with_fallbacks<'a, T, F, Fut>(
+    state: &'a AppState,
+    route: &'a Route,
+    mut attempt: F,
+) -> Result<Answered<'a, T>, ApiError>
+where
+    F: FnMut(&'a Route) -> Fut,
+    Fut: Future<Output = Result<T, UpstreamError>>,
+{
+    let policy = state.retry();
+    let chain =
+        std::iter::once(route).chain(route.fallbacks.iter().filter_map(|name| state.route(name)));
+    let mut last_err: Option<UpstreamError> = None;
+    for (i, r) in chain.enumerate() {
+        if i > 0 {
+            metrics::counter!(m::FALLBACKS, "from" => route.name.clone(), "to" => r.name.clone())
+                .increment(1);
+        }
+        for n in 0..=policy.max_retries {
+            let started = Instant::now();
+            let result = attempt(r).await;
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(e) if e.is_retryable() => "retryable_error",
+                Err(_) => "error",
+            };
+            metrics::histogram!(
+                m::UPSTREAM_DURATION,
+                "provider" => r.provider.name().to_owned(),
+                "model" => r.name.clone(),
+                "outcome" => outcome
+            )
+            .record(started.elapsed().as_secs_f64());
+            match result {
+                Ok(value) => return Ok(Answered { value, route: r }),
+                Err(e) if !e.is_retryable() => return Err(e.into()),
+                Err(e) => {
+                    tracing::info!(model = %r.name, attempt = n, error = %e, "upstream attempt failed");
+                    let wait = backoff(policy.base, policy.max, n, e.retry_after());
+                    last_err = Some(e);
+                    let Some(wait) = wait else { break };
+                    if n < policy.max_retries {
+                        metrics::counter!(m::RETRIES, "model" => r.name.clone()).increment(1);
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            }
+        }
+    }
+    Err(last_err.map_or_else(
+        || ApiError::Internal("no upstream attempt was made".into()),
+        ApiError::from,
+    ))
+}
+
+/// The wait before retry `n + 1`: full jitter over `base × 2ⁿ` (capped at `max`), or the
+/// upstream's `Retry-After` when it asked. `None` when the upstream asks for longer than `max`:
+/// waiting would hold the client, so the next fallback is tried at once.
+fn backoff(
+    base: Duration,
+    max: Duration,
+    n: u32,
+    retry_after: Option<Duration>,
+) -> Option<Duration> {
+    if let Some(ra) = retry_after {
+        return (ra <= max).then_some(ra);
+    }
+    let exp = base.saturating_mul(1u32 << n.min(16)).min(max);
+    let half = exp / 2;
+    let jitter = Duration::from_nanos(fastrand::u64(0..=half.as_nanos() as u64));
+    Some(half + jitter)
+}
+
+/// The usage in the catalog's terms.
+fn token_usage(u: &Usage) -> TokenUsage {
+    let cached = u.cached_tokens();
+    let cache_write = u.cache_write_tokens();
+    TokenUsage {
+        input: u.prompt_tokens.saturating_sub(cached + cache_write),
+        cached_input: cached,
+        cache_write,
+        output: u.completion_tokens,
+        reasoning: u.reasoning_tokens(),
+    }
+}
+
+/// The exact cost of a call, when the model is in the catalog.
+pub(crate) fn cost_of(state: &AppState, route: &Route, usage: &Usage) -> Option<Money> {
+    state.model_info(route).map(|m| m.cost(&token_usage(usage)))
+}
+
+fn record_usage(route: &Route, usage: Option<&Usage>, cost: Option<Money>) {
+    let Some(u) = usage else { return };
+    let model = route.name.clone();
+    metrics::counter!(m::TOKENS, "model" => model.clone(), "kind" => "prompt")
+        .increment(u.prompt_tokens);
+    metrics::counter!(m::TOKENS, "model" => model.clone(), "kind" => "completion")
+        .increment(u.completion_tokens);
+    if let Some(c) = cost {
+        let nano = u64::try_from(c.nano_rounded()).unwrap_or(0);
+        metrics::counter!(m::COST_NANO, "model" => model).increment(nano);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_honours_retry_after() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_millis(1000);
+        for n in 0..10 {
+            let d = backoff(base, max, n, None).unwrap();
+            let cap = (base * 2u32.pow(n.min(16))).min(max);
+            assert!(d >= cap / 2 && d <= cap, "n={n} d={d:?}");
+        }
+        assert_eq!(
+            backoff(base, max, 0, Some(Duration::from_millis(300))),
+            Some(Duration::from_millis(300))
+        );
+        assert_eq!(backoff(base, max, 0, Some(Duration::from_secs(30))), None);
+    }
+
+    #[test]
+    fn usage_split_for_billing() {
+        let u: Usage = serde_json::from_str(
+            r#"{"prompt_tokens":1000,"completion_tokens":50,"total_tokens":1050,
+                "prompt_tokens_details":{"cached_tokens":600},
+                "cache_creation_input_tokens":100}"#,
+        )
+        .unwrap();
+        let t = token_usage(&u);
+        assert_eq!(
+            (t.input, t.cached_input, t.cache_write, t.output),
+            (300, 600, 100, 50)
+        );
+    }
+}

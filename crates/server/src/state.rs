@@ -1,0 +1,139 @@
+//! The state a server runs on, built once from validated [`Settings`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use cognitude_catalog::{Catalog, ModelInfo};
+use cognitude_providers::{AnthropicProvider, HttpClient, MockProvider, OpenAiProvider, Provider};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::config::{ProviderKind, RetryPolicy, Settings};
+
+/// One model clients can ask for.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub provider: Arc<dyn Provider>,
+    pub upstream_model: String,
+    pub catalog_id: String,
+    pub fallbacks: Vec<String>,
+}
+
+/// Everything a request needs, shared by all connections.
+#[derive(Debug)]
+pub struct AppState {
+    pub settings: Settings,
+    routes: HashMap<String, Route>,
+    route_order: Vec<String>,
+    metrics: Option<PrometheusHandle>,
+    started: Instant,
+    shutting_down: AtomicBool,
+}
+
+/// Building the state failed (a provider could not be set up).
+#[derive(Debug, thiserror::Error)]
+#[error("provider '{provider}': {source}")]
+pub struct BuildError {
+    pub provider: String,
+    #[source]
+    pub source: cognitude_providers::Error,
+}
+
+impl AppState {
+    /// Builds providers and routes. `metrics` renders `/metrics`; without it the endpoint is empty.
+    pub fn new(
+        settings: Settings,
+        metrics: Option<PrometheusHandle>,
+    ) -> Result<Arc<AppState>, BuildError> {
+        let client = HttpClient::new(settings.timeouts).map_err(|source| BuildError {
+            provider: "(http client)".into(),
+            source,
+        })?;
+        let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
+        for (name, p) in &settings.providers {
+            let err = |source| BuildError {
+                provider: name.clone(),
+                source,
+            };
+            let key = p.api_key.as_ref().map(|k| k.expose());
+            let provider: Arc<dyn Provider> = match p.kind {
+                ProviderKind::Openai => Arc::new(
+                    OpenAiProvider::new(name, &p.base_url, key, &p.headers, client.clone())
+                        .map_err(err)?,
+                ),
+                ProviderKind::Anthropic => Arc::new(
+                    AnthropicProvider::new(name, &p.base_url, key, &p.headers, client.clone())
+                        .map_err(err)?,
+                ),
+                ProviderKind::Mock => Arc::new(MockProvider::new(name)),
+            };
+            providers.insert(name.clone(), provider);
+        }
+        let mut routes = HashMap::new();
+        let mut route_order = Vec::new();
+        for r in &settings.models {
+            let Some(provider) = providers.get(&r.provider) else {
+                continue;
+            };
+            route_order.push(r.name.clone());
+            routes.insert(
+                r.name.clone(),
+                Route {
+                    name: r.name.clone(),
+                    provider: provider.clone(),
+                    upstream_model: r.upstream_model.clone(),
+                    catalog_id: r.catalog_id.clone(),
+                    fallbacks: r.fallbacks.clone(),
+                },
+            );
+        }
+        Ok(Arc::new(AppState {
+            settings,
+            routes,
+            route_order,
+            metrics,
+            started: Instant::now(),
+            shutting_down: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn route(&self, model: &str) -> Option<&Route> {
+        self.routes.get(model)
+    }
+
+    /// Routes in configuration order.
+    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.route_order.iter().filter_map(|n| self.routes.get(n))
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.settings.catalog
+    }
+
+    pub fn model_info(&self, route: &Route) -> Option<&ModelInfo> {
+        self.settings.catalog.get(&route.catalog_id)
+    }
+
+    pub fn retry(&self) -> RetryPolicy {
+        self.settings.retry
+    }
+
+    pub fn metrics(&self) -> Option<&PrometheusHandle> {
+        self.metrics.as_ref()
+    }
+
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    /// Marks the server as draining: `/health` answers 503 so load balancers stop sending.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+}
