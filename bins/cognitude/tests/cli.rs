@@ -1,0 +1,279 @@
+//! The binary as a user runs it: configuration errors before binding, the embedded defaults,
+//! and graceful shutdown on SIGTERM with a stream in flight.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests fail loudly on anything unexpected"
+)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cognitude_mock_llm::{MockConfig, MockServer};
+
+fn cognitude() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cognitude"));
+    // A clean environment: no provider keys, no config from the developer's shell.
+    for (k, _) in std::env::vars() {
+        if k.ends_with("_API_KEY") || k.starts_with("COGNITUDE_") || k == "RUST_LOG" {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("cognitude-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Sends a raw HTTP/1.1 request and returns the status and the whole response text.
+fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, out)
+}
+
+fn wait_ready(port: u16, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("cognitude exited early: {status}");
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("cognitude did not start listening on {port}");
+}
+
+fn sigterm(child: &Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "cognitude did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn bad_config_fails_before_binding_and_names_the_key() {
+    let dir = temp_dir("bad");
+    let port = free_port();
+    let cases = [
+        (
+            format!("[server]\nlisten = \"127.0.0.1:{port}\"\nmax_body_byte = 5\n"),
+            "server.max_body_byte",
+        ),
+        (
+            format!("[server]\nlisten = \"127.0.0.1:{port}\"\n[upstream]\ntotal_timeout_ms = 0\n"),
+            "upstream.total_timeout_ms",
+        ),
+        (
+            format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\n[[models]]\nname = \"m\"\nprovider = \"nowhere\"\n"
+            ),
+            "models[0].provider",
+        ),
+    ];
+    for (text, key) in cases {
+        let cfg = write(&dir, "bad.toml", &text);
+        for sub in ["serve", "check-config"] {
+            let out = cognitude()
+                .arg("--config")
+                .arg(&cfg)
+                .arg(sub)
+                .current_dir(&dir)
+                .output()
+                .unwrap();
+            assert!(!out.status.success(), "{sub} accepted a bad config");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains(key),
+                "{sub}: stderr does not name {key}: {err}"
+            );
+        }
+        // Nothing bound the port.
+        assert!(TcpListener::bind(("127.0.0.1", port)).is_ok());
+    }
+}
+
+#[test]
+fn check_config_accepts_the_example_config() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cognitude.example.toml");
+    let out = cognitude()
+        .arg("--config")
+        .arg(&example)
+        .arg("check-config")
+        .env("OPENAI_API_KEY", "sk-test-not-real")
+        .env("ANTHROPIC_API_KEY", "sk-test-not-real")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("configuration is valid"));
+    assert!(
+        stdout.contains("gpt-4o-mini -> openai:gpt-4o-mini (fallbacks: claude-haiku-4-5)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("sk-test-not-real"), "a key was printed");
+}
+
+#[test]
+fn embedded_defaults_serve_the_mock_with_no_config_and_no_keys() {
+    let dir = temp_dir("defaults");
+    let port = free_port();
+    let mut child = cognitude()
+        .current_dir(&dir)
+        .env("COGNITUDE_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(port, &mut child);
+    let (status, resp) = http(
+        port,
+        "POST",
+        "/v1/chat/completions",
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello proxy"}]}"#,
+    );
+    assert_eq!(status, 200, "{resp}");
+    assert!(resp.contains("hello proxy"));
+    assert!(resp.to_ascii_lowercase().contains("x-cognitude-cost-usd"));
+    let (status, _) = http(port, "GET", "/health", "");
+    assert_eq!(status, 200);
+    sigterm(&child);
+    assert!(wait_exit(&mut child).success());
+    let mut log = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(
+        log.contains("MOCK provider"),
+        "no prominent mock notice: {log}"
+    );
+}
+
+#[test]
+fn sigterm_lets_a_stream_in_flight_finish_then_exits_zero() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mock = rt
+        .block_on(MockServer::start(MockConfig::default()))
+        .unwrap();
+    let dir = temp_dir("graceful");
+    let port = free_port();
+    let cfg = write(
+        &dir,
+        "cognitude.toml",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[providers.up]\nkind = \"openai\"\nbase_url = \"{}\"\n[[models]]\nname = \"m\"\nprovider = \"up\"\n",
+            mock.base_url()
+        ),
+    );
+    let mut child = cognitude()
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(port, &mut child);
+
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"@mock{\"words\": 15, \"chunk_delay_ms\": 80}"}]}"#;
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reader = BufReader::new(s);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.contains("200"), "{line}");
+    // Wait for the first event, then signal.
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line.starts_with("data:") {
+            break;
+        }
+    }
+    sigterm(&child);
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).unwrap_or_default();
+    assert!(
+        rest.contains("data: [DONE]"),
+        "stream was cut by shutdown: {rest}"
+    );
+    let status = wait_exit(&mut child);
+    assert!(status.success(), "exit status {status}");
+    assert_eq!(mock.stats().streams_completed(), 1);
+    // New connections are refused once it has stopped.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}

@@ -1,0 +1,1 @@
+//! Per-organization rate limits.

@@ -1,0 +1,1 @@
+//! Prompt-complexity classification and model selection.

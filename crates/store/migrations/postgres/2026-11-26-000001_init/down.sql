@@ -1,0 +1,3 @@
+DROP TABLE usage_records;
+DROP TABLE api_keys;
+DROP TABLE organizations;

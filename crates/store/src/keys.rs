@@ -1,0 +1,103 @@
+//! API key format, generation and hashing.
+//!
+//! A key is `cgk_<prefix>_<secret>`: a 12-hex-digit public prefix used to find the key and to
+//! show it in listings, and a 48-hex-digit (192-bit) secret. Only the SHA-256 of the whole key is
+//! stored; verification compares hashes in constant time.
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::{Error, Result};
+
+const PREFIX_HEX: usize = 12;
+const SECRET_HEX: usize = 48;
+/// `cgk_` + prefix + `_` + secret.
+pub const KEY_LEN: usize = 4 + PREFIX_HEX + 1 + SECRET_HEX;
+
+/// A key's parts, parsed without touching the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParsedKey<'a> {
+    /// `cgk_` + 12 hex digits: what listings show and what `revoke` takes.
+    pub prefix: &'a str,
+}
+
+/// Parses a presented key; anything not of the exact shape is rejected before any lookup.
+pub fn parse(key: &str) -> Option<ParsedKey<'_>> {
+    if key.len() != KEY_LEN || !key.starts_with("cgk_") {
+        return None;
+    }
+    let bytes = key.as_bytes();
+    if bytes[4 + PREFIX_HEX] != b'_' {
+        return None;
+    }
+    let hex_ok = |s: &[u8]| s.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !hex_ok(&bytes[4..4 + PREFIX_HEX]) || !hex_ok(&bytes[4 + PREFIX_HEX + 1..]) {
+        return None;
+    }
+    Some(ParsedKey {
+        prefix: &key[..4 + PREFIX_HEX],
+    })
+}
+
+/// The stored form of a key: lowercase hex SHA-256 of the whole key.
+pub fn hash(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// Whether `key` hashes to `stored_hash`, compared in constant time.
+pub fn verify(key: &str, stored_hash: &str) -> bool {
+    let h = hash(key);
+    h.as_bytes().ct_eq(stored_hash.as_bytes()).into()
+}
+
+/// A new random key. Returns `(full key, prefix)`.
+pub fn generate() -> Result<(String, String)> {
+    let mut raw = [0u8; PREFIX_HEX / 2 + SECRET_HEX / 2];
+    getrandom::fill(&mut raw).map_err(|e| Error::Random(e.to_string()))?;
+    let prefix = format!("cgk_{}", hex::encode(&raw[..PREFIX_HEX / 2]));
+    let key = format!("{prefix}_{}", hex::encode(&raw[PREFIX_HEX / 2..]));
+    Ok((key, prefix))
+}
+
+/// A random id with a readable kind prefix (`org_…`, `key_…`, `rec_…`): 128 bits of randomness.
+pub fn new_id(kind: &str) -> Result<String> {
+    let mut raw = [0u8; 16];
+    getrandom::fill(&mut raw).map_err(|e| Error::Random(e.to_string()))?;
+    Ok(format!("{kind}_{}", hex::encode(raw)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_parse_and_verify() {
+        let (key, prefix) = generate().unwrap();
+        assert_eq!(key.len(), KEY_LEN);
+        assert_eq!(parse(&key).unwrap().prefix, prefix);
+        let h = hash(&key);
+        assert!(verify(&key, &h));
+        let mut other = key.clone();
+        other.replace_range(KEY_LEN - 1.., if key.ends_with('0') { "1" } else { "0" });
+        assert!(!verify(&other, &h));
+        assert_ne!(generate().unwrap().0, key);
+    }
+
+    #[test]
+    fn malformed_keys_are_rejected() {
+        let (key, _) = generate().unwrap();
+        for bad in [
+            "",
+            "cgk_",
+            &key[..KEY_LEN - 1],
+            &format!("{key}0"),
+            &key.replace("cgk_", "sk-_"),
+            &key.to_uppercase(),
+            "cgk_zzzzzzzzzzzz_000000000000000000000000000000000000000000000000",
+            "cgk_000000000000-000000000000000000000000000000000000000000000000",
+            "cgk_00000000000é_00000000000000000000000000000000000000000000000",
+        ] {
+            assert!(parse(bad).is_none(), "{bad:?}");
+        }
+    }
+}
