@@ -12,6 +12,7 @@ the last line is `sdk: N passed, N failed`. The exit status is 1 when any test f
 """
 
 import json
+import os
 import sys
 import traceback
 from decimal import Decimal, InvalidOperation
@@ -267,6 +268,21 @@ def test_upstream_fault_is_bad_gateway():
     raise AssertionError("no error when the upstream answers 500")
 
 
+def test_wrong_key_raises_authentication_error():
+    bad = openai.OpenAI(
+        base_url=client.base_url, api_key="cgk_000000000000_" + "0" * 48, max_retries=0
+    )
+    try:
+        bad.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+        )
+    except openai.AuthenticationError as e:
+        assert e.status_code == 401
+        assert "API key" in str(e)
+    else:
+        raise AssertionError("a wrong key was accepted")
+
+
 # --- Runner -------------------------------------------------------------------------------------
 
 
@@ -279,9 +295,9 @@ def main(argv):
         # The checks are assert statements, which -O (or PYTHONOPTIMIZE) removes.
         print("run without -O / PYTHONOPTIMIZE: the checks are assert statements", file=sys.stderr)
         return 2
-    # No authentication yet: any key is accepted.
+    # The key scripts/test created with `cognitude keys create`.
     client = openai.OpenAI(
-        base_url=argv[1], api_key="sk-cognitude-sdk-check", max_retries=0, timeout=30
+        base_url=argv[1], api_key=os.environ["COGNITUDE_API_KEY"], max_retries=0, timeout=30
     )
     print(f"openai {openai.__version__} against {argv[1]}")
     tests = [(name, f) for name, f in globals().items() if name.startswith("test_") and callable(f)]

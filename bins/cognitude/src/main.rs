@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use cognitude_server::config::LogFormat;
 use cognitude_server::{AppState, Config, DURATION_BUCKETS, ProcessEnv, Settings};
+use cognitude_store::Store;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tokio::net::TcpListener;
 
@@ -29,6 +30,42 @@ enum Command {
     Serve,
     /// Check the configuration and print what it resolves to, without binding a port.
     CheckConfig,
+    /// Run the database migrations and exit.
+    Migrate,
+    /// Manage organizations.
+    #[command(subcommand)]
+    Orgs(OrgsCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum OrgsCommand {
+    /// Create an organization.
+    Create { name: String },
+    /// List organizations.
+    List,
+    /// Delete an organization and its keys (its ledger records stay).
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key for an organization. The secret is printed once, on the last line.
+    Create {
+        #[arg(long)]
+        org: String,
+        #[arg(long, default_value = "default")]
+        name: String,
+    },
+    /// List keys (prefixes only, never secrets).
+    List {
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Revoke a key by its prefix (cgk_…).
+    Revoke { prefix: String },
 }
 
 fn main() -> ExitCode {
@@ -46,19 +83,108 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     let settings = load_settings(cli.config.as_deref())?;
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::CheckConfig => {
-            check_config(&settings);
-            Ok(())
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::CheckConfig = command {
+        check_config(&settings);
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    runtime.block_on(async move {
+        match command {
+            Command::Serve => serve(settings).await,
+            Command::CheckConfig => Ok(()),
+            Command::Migrate => {
+                open_store(&settings).await?;
+                say("migrations are up to date");
+                Ok(())
+            }
+            Command::Orgs(c) => orgs(&open_store(&settings).await?, c).await,
+            Command::Keys(c) => keys(&open_store(&settings).await?, c).await,
         }
-        Command::Serve => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("could not start the async runtime")?;
-            runtime.block_on(serve(settings))
+    })
+}
+
+async fn open_store(settings: &Settings) -> Result<Store> {
+    let url = settings.database_url.expose();
+    let store = Store::connect(url)
+        .await
+        .with_context(|| format!("could not open {}", cognitude_store::redact_url(url)))?;
+    store
+        .migrate()
+        .await
+        .context("could not migrate the database")?;
+    Ok(store)
+}
+
+#[expect(clippy::print_stdout, reason = "the CLI prints its results")]
+fn say(line: &str) {
+    println!("{line}");
+}
+
+async fn org_named(store: &Store, name: &str) -> Result<cognitude_store::Org> {
+    store
+        .org_by_name(name)
+        .await?
+        .with_context(|| format!("no organization named '{name}'"))
+}
+
+async fn orgs(store: &Store, c: OrgsCommand) -> Result<()> {
+    match c {
+        OrgsCommand::Create { name } => {
+            let org = store.create_org(&name).await?;
+            say(&format!("created organization '{}' ({})", org.name, org.id));
+        }
+        OrgsCommand::List => {
+            for o in store.list_orgs().await? {
+                say(&format!("{}\t{}", o.id, o.name));
+            }
+        }
+        OrgsCommand::Delete { name } => {
+            let org = org_named(store, &name).await?;
+            store.delete_org(&org.id).await?;
+            say(&format!("deleted organization '{name}'"));
         }
     }
+    Ok(())
+}
+
+async fn keys(store: &Store, c: KeysCommand) -> Result<()> {
+    match c {
+        KeysCommand::Create { org, name } => {
+            let org = org_named(store, &org).await?;
+            let created = store.create_key(&org.id, &name).await?;
+            say(&format!(
+                "created key {} for organization '{}'; the secret is shown once, below:",
+                created.key.prefix, org.name
+            ));
+            say(&created.secret);
+        }
+        KeysCommand::List { org } => {
+            let org_id = match org {
+                Some(name) => Some(org_named(store, &name).await?.id),
+                None => None,
+            };
+            for k in store.list_keys(org_id.as_deref()).await? {
+                let state = if k.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                say(&format!(
+                    "{}\t{}\t{}\t{}",
+                    k.prefix, k.org_id, k.name, state
+                ));
+            }
+        }
+        KeysCommand::Revoke { prefix } => match store.revoke_key(&prefix).await? {
+            Some(_) => say(&format!("revoked {prefix}")),
+            None => anyhow::bail!("no key with prefix '{prefix}'"),
+        },
+    }
+    Ok(())
 }
 
 /// Reads and validates the configuration; nothing is bound before this succeeds.
@@ -125,20 +251,47 @@ async fn serve(settings: Settings) -> Result<()> {
     let listen = settings.listen;
     let mock_only = settings.mock_only;
     let models = settings.models.len();
-    let state = AppState::new(settings, Some(metrics))?;
+    let has_admin = settings.admin_key.is_some();
+    let db = cognitude_store::redact_url(settings.database_url.expose());
+    let (state, background) = AppState::start(settings, Some(metrics))
+        .await
+        .with_context(|| format!("could not start with database {db}"))?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("could not listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, models, "cognitude listening on http://{addr}");
+    tracing::info!(%addr, models, database = %db, "cognitude listening on http://{addr}");
     if mock_only {
         tracing::warn!(
             "no provider key found (OPENAI_API_KEY, ANTHROPIC_API_KEY, …) and no config: every model \
              is answered by the built-in MOCK provider. Set a key or write cognitude.toml to use real models."
         );
     }
-    cognitude_server::serve(listener, state, shutdown_signal()).await?;
+    if !has_admin && state.store().count_orgs().await? == 0 {
+        quickstart(state.store(), addr).await?;
+    }
+    cognitude_server::serve(listener, state.clone(), shutdown_signal()).await?;
+    // In-flight requests are done: write what the ledger still holds before exiting.
+    state.ledger().flush().await;
+    drop(background);
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// First start with an empty store and no admin key: create an organization and a key so the
+/// README's curl works at once. The key is printed here and never again.
+async fn quickstart(store: &Store, addr: std::net::SocketAddr) -> Result<()> {
+    let org = store.create_org("default").await?;
+    let created = store.create_key(&org.id, "quickstart").await?;
+    let key = &created.secret;
+    say(&format!(
+        "\n  Quickstart: created organization 'default' and this API key (shown once, store it now):\n\n      \
+         {key}\n\n  Try it:\n\n      curl http://{addr}/v1/chat/completions \\\n        \
+         -H 'Authorization: Bearer {key}' -H 'content-type: application/json' \\\n        \
+         -d '{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'\n\n  \
+         Manage organizations and keys with `cognitude orgs …` and `cognitude keys …`, or set an \
+         admin key (COGNITUDE_ADMIN_KEY) for the /admin API.\n"
+    ));
     Ok(())
 }
 

@@ -43,13 +43,13 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 }
 
 /// Sends a raw HTTP/1.1 request and returns the status and the whole response text.
-fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+fn http(port: u16, method: &str, path: &str, key: &str, body: &str) -> (u16, String) {
     use std::io::Write;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -170,48 +170,146 @@ fn check_config_accepts_the_example_config() {
     assert!(!stdout.contains("sk-test-not-real"), "a key was printed");
 }
 
-#[test]
-fn embedded_defaults_serve_the_mock_with_no_config_and_no_keys() {
-    let dir = temp_dir("defaults");
-    let port = free_port();
-    let mut child = cognitude()
-        .current_dir(&dir)
-        .env("COGNITUDE_LISTEN", format!("127.0.0.1:{port}"))
+/// Runs `cognitude` with `args` in `dir` and returns its stdout; fails the test on a non-zero exit.
+fn run_ok(dir: &Path, args: &[&str]) -> String {
+    let out = cognitude().args(args).current_dir(dir).output().unwrap();
+    assert!(
+        out.status.success(),
+        "cognitude {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Starts `cognitude` in `dir` and collects its stdout lines as they come.
+fn spawn_collecting(mut cmd: Command) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for pipe in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    (child, rx)
+}
+
+/// The quickstart key printed at first start.
+fn quickstart_key(rx: &std::sync::mpsc::Receiver<String>, log: &mut Vec<String>) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) else {
+            continue;
+        };
+        log.push(line.clone());
+        let t = line.trim();
+        if t.starts_with("cgk_") && !t.contains(' ') {
+            return Some(t.to_owned());
+        }
+    }
+    None
+}
+
+#[test]
+fn embedded_defaults_serve_the_mock_with_no_config_and_no_keys() {
+    let dir = temp_dir("defaults");
+    let port = free_port();
+    let mut cmd = cognitude();
+    cmd.current_dir(&dir)
+        .env("COGNITUDE_LISTEN", format!("127.0.0.1:{port}"));
+    let (mut child, rx) = spawn_collecting(cmd);
+    let mut log = Vec::new();
+    let key =
+        quickstart_key(&rx, &mut log).unwrap_or_else(|| panic!("no quickstart key: {log:#?}"));
     wait_ready(port, &mut child);
     let (status, resp) = http(
         port,
         "POST",
         "/v1/chat/completions",
+        &key,
         r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello proxy"}]}"#,
     );
     assert_eq!(status, 200, "{resp}");
     assert!(resp.contains("hello proxy"));
     assert!(resp.to_ascii_lowercase().contains("x-cognitude-cost-usd"));
-    let (status, _) = http(port, "GET", "/health", "");
+    let (status, _) = http(port, "GET", "/health", "", "");
     assert_eq!(status, 200);
     sigterm(&child);
     assert!(wait_exit(&mut child).success());
-    let mut log = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    log.extend(rx.try_iter());
+    let log = log.join("\n");
     assert!(
         log.contains("MOCK provider"),
         "no prominent mock notice: {log}"
     );
+    // The embedded database is a file in the working directory; the ledger holds the request.
+    assert!(dir.join("cognitude.db").exists());
+
+    // A second start finds the organization and prints no new key; the old key still works.
+    let mut cmd = cognitude();
+    cmd.current_dir(&dir)
+        .env("COGNITUDE_LISTEN", format!("127.0.0.1:{port}"));
+    let (mut child, rx) = spawn_collecting(cmd);
+    wait_ready(port, &mut child);
+    let (status, _) = http(port, "GET", "/v1/models", &key, "");
+    assert_eq!(status, 200);
+    sigterm(&child);
+    assert!(wait_exit(&mut child).success());
+    let second: Vec<String> = rx.try_iter().collect();
+    assert!(
+        !second.iter().any(|l| l.trim().starts_with("cgk_")),
+        "a second key was printed: {second:#?}"
+    );
+}
+
+#[test]
+fn orgs_and_keys_from_the_command_line() {
+    let dir = temp_dir("cli-keys");
+    let cfg = write(
+        &dir,
+        "c.toml",
+        &format!("[database]\nurl = \"sqlite://{}/c.db\"\n", dir.display()),
+    );
+    let c = cfg.to_str().unwrap();
+    assert!(run_ok(&dir, &["--config", c, "migrate"]).contains("up to date"));
+    let name = "Ünïcode \"Team\" 🚀";
+    assert!(run_ok(&dir, &["--config", c, "orgs", "create", name]).contains(name));
+    let out = run_ok(
+        &dir,
+        &[
+            "--config", c, "keys", "create", "--org", name, "--name", "ci",
+        ],
+    );
+    let secret = out.lines().last().unwrap().trim().to_owned();
+    assert!(secret.starts_with("cgk_") && secret.len() == 65, "{out}");
+    let listed = run_ok(&dir, &["--config", c, "keys", "list", "--org", name]);
+    let prefix = &secret[..16];
+    assert!(
+        listed.contains(prefix) && listed.contains("active"),
+        "{listed}"
+    );
+    assert!(!listed.contains(&secret), "a secret was listed");
+    assert!(run_ok(&dir, &["--config", c, "keys", "revoke", prefix]).contains("revoked"));
+    assert!(run_ok(&dir, &["--config", c, "keys", "list"]).contains("revoked"));
+    let orgs = run_ok(&dir, &["--config", c, "orgs", "list"]);
+    assert!(orgs.contains(name));
+    // Unknown names are errors, not silence.
+    let out = cognitude()
+        .args(["--config", c, "keys", "create", "--org", "nobody"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nobody"));
+    assert!(run_ok(&dir, &["--config", c, "orgs", "delete", name]).contains("deleted"));
 }
 
 #[test]
@@ -229,10 +327,20 @@ fn sigterm_lets_a_stream_in_flight_finish_then_exits_zero() {
         &dir,
         "cognitude.toml",
         &format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[providers.up]\nkind = \"openai\"\nbase_url = \"{}\"\n[[models]]\nname = \"m\"\nprovider = \"up\"\n",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[database]\nurl = \"sqlite://{}/g.db\"\n[ledger]\nspill_path = \"{}/g.spill\"\n[providers.up]\nkind = \"openai\"\nbase_url = \"{}\"\n[[models]]\nname = \"m\"\nprovider = \"up\"\n",
+            dir.display(),
+            dir.display(),
             mock.base_url()
         ),
     );
+    let c = cfg.to_str().unwrap();
+    run_ok(&dir, &["--config", c, "orgs", "create", "g"]);
+    let key = run_ok(&dir, &["--config", c, "keys", "create", "--org", "g"])
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_owned();
     let mut child = cognitude()
         .arg("--config")
         .arg(&cfg)
@@ -248,7 +356,7 @@ fn sigterm_lets_a_stream_in_flight_finish_then_exits_zero() {
     let body = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"@mock{\"words\": 15, \"chunk_delay_ms\": 80}"}]}"#;
     write!(
         s,
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();

@@ -15,6 +15,7 @@ use http::{HeaderValue, Response};
 use crate::body::ResponseBody;
 use crate::error::ApiError;
 use crate::state::{AppState, Route};
+use crate::usage::{Recorder, estimated_usage};
 use crate::{RequestCtx, headers, metrics_names as m};
 
 /// What an upstream call produced, and which route produced it.
@@ -27,8 +28,10 @@ pub(crate) async fn handle(
     state: &Arc<AppState>,
     ctx: &RequestCtx,
     body: Bytes,
+    recorder: &mut Recorder,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let req: ChatRequest = parse_json(&body).map_err(|e| ApiError::invalid(e.message, e.field))?;
+    recorder.request(&req);
     req.validate()
         .map_err(|e| ApiError::invalid(e.to_string(), Some(e.field)))?;
     let route = state
@@ -36,9 +39,9 @@ pub(crate) async fn handle(
         .ok_or_else(|| ApiError::ModelNotFound(req.model.clone()))?;
 
     if req.is_stream() {
-        stream(state, ctx, req, route).await
+        stream(state, ctx, req, route, recorder).await
     } else {
-        complete(state, ctx, req, route).await
+        complete(state, ctx, req, route, recorder).await
     }
 }
 
@@ -47,6 +50,7 @@ async fn complete(
     ctx: &RequestCtx,
     req: ChatRequest,
     route: &Route,
+    recorder: &mut Recorder,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let answered = call_with_fallbacks(state, route, |r| {
         let upstream_req = for_route(&req, r);
@@ -60,6 +64,20 @@ async fn complete(
         .as_ref()
         .and_then(|u| cost_of(state, used, u));
     record_usage(used, completion.usage.as_ref(), cost);
+    recorder.answered(
+        &used.name,
+        used.provider.name(),
+        completion.usage.as_ref(),
+        false,
+        cost,
+    );
+    recorder.completion_text(|| {
+        completion
+            .choices
+            .first()
+            .map(|c| c.message.text_content())
+            .unwrap_or_default()
+    });
 
     let body = serde_json::to_vec(&completion)
         .map_err(|e| ApiError::Internal(format!("could not encode the completion: {e}")))?;
@@ -82,6 +100,7 @@ async fn stream(
     ctx: &RequestCtx,
     req: ChatRequest,
     route: &Route,
+    recorder: &mut Recorder,
 ) -> Result<Response<ResponseBody>, ApiError> {
     // Fallbacks apply until the first chunk: after that the client has content and a switch
     // would mix two answers.
@@ -96,6 +115,7 @@ async fn stream(
     .await?;
     let (first, upstream) = answered.value;
     let used = answered.route.clone();
+    recorder.first_token();
 
     let (tx, body) = ResponseBody::channel(32);
     let forwarder = Forwarder {
@@ -104,6 +124,9 @@ async fn stream(
         wants_usage: req.wants_stream_usage(),
         request_id: ctx.request_id.clone(),
         started: ctx.started,
+        recorder: recorder.hand_off(),
+        upstream_model: used.upstream_model.clone(),
+        req,
     };
     tokio::spawn(forwarder.run(first, upstream, tx));
 
@@ -130,6 +153,9 @@ struct Forwarder {
     wants_usage: bool,
     request_id: String,
     started: Instant,
+    recorder: Recorder,
+    upstream_model: String,
+    req: ChatRequest,
 }
 
 /// How a forwarded stream ended.
@@ -152,7 +178,7 @@ impl StreamEnd {
 
 impl Forwarder {
     async fn run(
-        self,
+        mut self,
         first: Option<ChatChunk>,
         mut upstream: ChunkStream,
         tx: tokio::sync::mpsc::Sender<Bytes>,
@@ -204,11 +230,41 @@ impl Forwarder {
             }
         };
         drop(upstream);
-        let usage = assembler.usage().cloned();
-        let cost = usage
-            .as_ref()
-            .and_then(|u| cost_of(&self.state, &self.route, u));
-        record_usage(&self.route, usage.as_ref(), cost);
+        let reported = assembler.usage().cloned();
+        let estimated = reported.is_none();
+        let completion = assembler.finish();
+        let text = || {
+            completion
+                .choices
+                .iter()
+                .map(|c| {
+                    let mut t = c.message.text_content();
+                    for call in c.message.tool_calls.iter().flatten() {
+                        t.push_str(&call.function.arguments);
+                    }
+                    t
+                })
+                .collect::<String>()
+        };
+        // A stream cut short reports no usage: count what was generated up to that point.
+        let usage =
+            reported.unwrap_or_else(|| estimated_usage(&self.upstream_model, &self.req, &text()));
+        let cost = cost_of(&self.state, &self.route, &usage);
+        record_usage(&self.route, Some(&usage), cost);
+        self.recorder.answered(
+            &self.route.name,
+            self.route.provider.name(),
+            Some(&usage),
+            estimated,
+            cost,
+        );
+        self.recorder.completion_text(text);
+        let error_type = match end {
+            StreamEnd::Completed => None,
+            StreamEnd::UpstreamFailed => Some("upstream_stream_failed"),
+            StreamEnd::ClientGone => Some("client_closed_stream"),
+        };
+        self.recorder.finish(200, error_type);
         metrics::counter!(m::STREAMS, "model" => self.route.name.clone(), "end" => end.as_str())
             .increment(1);
         tracing::debug!(

@@ -98,6 +98,81 @@ pub struct Config {
     /// Catalog additions and overrides (prices, limits, quality, speed).
     #[serde(default)]
     pub catalog: Vec<ModelPatch>,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub ledger: LedgerConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://…` or `sqlite://PATH`.
+    pub url: Secret,
+    pub pool_size: u32,
+    /// How long to wait for a database connection before treating the database as down.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: Secret::new("sqlite://./cognitude.db"),
+            pool_size: 16,
+            connect_timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Guards `/admin/*`. Prefer `admin_key_env` or COGNITUDE_ADMIN_KEY.
+    pub admin_key: Option<Secret>,
+    pub admin_key_env: Option<String>,
+    /// How long a verified key is trusted without asking the database.
+    pub key_cache_ttl_secs: u64,
+    /// Failed authentications allowed per client address per minute before 429.
+    pub failed_attempts_per_minute: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            admin_key: None,
+            admin_key_env: None,
+            key_cache_ttl_secs: 30,
+            failed_attempts_per_minute: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LedgerConfig {
+    pub batch_size: usize,
+    pub flush_interval_ms: u64,
+    pub queue_capacity: usize,
+    pub retry_interval_ms: u64,
+    /// Where records wait while the database is unreachable.
+    pub spill_path: String,
+    /// Also store prompt and completion text (off: only hashes and lengths).
+    pub store_prompts: bool,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            batch_size: 500,
+            flush_interval_ms: 200,
+            queue_capacity: 100_000,
+            retry_interval_ms: 1_000,
+            spill_path: "./cognitude-ledger.spill".into(),
+            store_prompts: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -277,6 +352,13 @@ pub struct Settings {
     pub catalog: Catalog,
     /// True when no provider is configured and every model is served by the built-in mock.
     pub mock_only: bool,
+    pub database_url: Secret,
+    pub database_pool_size: u32,
+    pub database_connect_timeout: Duration,
+    pub admin_key: Option<Secret>,
+    pub key_cache_ttl: Duration,
+    pub failed_auth_per_minute: u32,
+    pub ledger: LedgerConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -407,6 +489,54 @@ impl Config {
             );
         }
 
+        let db_url = self.database.url.expose();
+        if !(db_url.starts_with("postgres://")
+            || db_url.starts_with("postgresql://")
+            || db_url.starts_with("sqlite:"))
+        {
+            return Err(ConfigError::new(
+                "database.url",
+                "must start with postgres://, postgresql:// or sqlite://",
+            ));
+        }
+        if self.database.pool_size == 0 {
+            return Err(ConfigError::new("database.pool_size", "must be positive"));
+        }
+        let admin_key = match (&self.auth.admin_key, &self.auth.admin_key_env) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "auth.admin_key",
+                    "set either admin_key or admin_key_env, not both",
+                ));
+            }
+            (Some(k), None) => Some(k.clone()),
+            (None, Some(var)) => Some(Secret::new(env.var(var).ok_or_else(|| {
+                ConfigError::new(
+                    "auth.admin_key_env",
+                    format!("environment variable {var} is not set"),
+                )
+            })?)),
+            (None, None) => None,
+        };
+        if let Some(k) = &admin_key
+            && k.expose().len() < 16
+        {
+            return Err(ConfigError::new(
+                "auth.admin_key",
+                "must be at least 16 characters",
+            ));
+        }
+        let l = &self.ledger;
+        if l.batch_size == 0 || l.queue_capacity == 0 || l.flush_interval_ms == 0 {
+            return Err(ConfigError::new(
+                "ledger",
+                "batch_size, queue_capacity and flush_interval_ms must be positive",
+            ));
+        }
+        if l.spill_path.trim().is_empty() {
+            return Err(ConfigError::new("ledger.spill_path", "must not be empty"));
+        }
+
         let models = if self.models.is_empty() {
             default_routes(&catalog, &providers, mock_only)
         } else {
@@ -433,6 +563,15 @@ impl Config {
             models,
             catalog,
             mock_only,
+            database_url: self.database.url.clone(),
+            database_pool_size: self.database.pool_size,
+            database_connect_timeout: Duration::from_millis(
+                self.database.connect_timeout_ms.max(1),
+            ),
+            admin_key,
+            key_cache_ttl: Duration::from_secs(self.auth.key_cache_ttl_secs),
+            failed_auth_per_minute: self.auth.failed_attempts_per_minute,
+            ledger: self.ledger.clone(),
         })
     }
 
@@ -447,6 +586,13 @@ impl Config {
                     "must be a whole number of bytes",
                 )
             })?;
+        }
+        if let Some(v) = env.var("COGNITUDE_DATABASE_URL") {
+            self.database.url = Secret::new(v);
+        }
+        if let Some(v) = env.var("COGNITUDE_ADMIN_KEY") {
+            self.auth.admin_key = Some(Secret::new(v));
+            self.auth.admin_key_env = None;
         }
         if let Some(v) = env.var("COGNITUDE_LOG_LEVEL") {
             self.log.level = v;

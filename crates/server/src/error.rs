@@ -35,6 +35,19 @@ pub enum ApiError {
     UpstreamRateLimited(String),
     #[error("{0}")]
     UpstreamTimeout(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("Too many failed authentication attempts from this address; retry later.")]
+    TooManyAuthFailures { retry_after: std::time::Duration },
+    #[error("{0} not found.")]
+    ResourceNotFound(String),
+    #[error("{0} already exists.")]
+    Conflict(String),
+    /// A component the request needs (the database) is unreachable.
+    #[error("{0}")]
+    Unavailable(String),
     /// The server is shutting down and takes no new work.
     #[error("The server is shutting down.")]
     ShuttingDown,
@@ -105,6 +118,34 @@ impl ApiError {
                 "timeout_error",
                 Some("upstream_timeout"),
             ),
+            ApiError::Unauthorized(_) => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                Some("invalid_api_key"),
+            ),
+            ApiError::Forbidden(_) => {
+                (StatusCode::FORBIDDEN, "permission_error", Some("forbidden"))
+            }
+            ApiError::TooManyAuthFailures { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                Some("too_many_auth_failures"),
+            ),
+            ApiError::ResourceNotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                Some("not_found"),
+            ),
+            ApiError::Conflict(_) => (
+                StatusCode::CONFLICT,
+                "invalid_request_error",
+                Some("conflict"),
+            ),
+            ApiError::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                Some("unavailable"),
+            ),
             ApiError::ShuttingDown => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server_error",
@@ -115,6 +156,14 @@ impl ApiError {
                 "server_error",
                 Some("internal_error"),
             ),
+        }
+    }
+
+    /// How long the client should wait before retrying, for a `Retry-After` header.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            ApiError::TooManyAuthFailures { retry_after } => Some(*retry_after),
+            _ => None,
         }
     }
 
@@ -180,6 +229,15 @@ mod tests {
         check(ApiError::ModelNotFound("m".into()), 404);
         check(ApiError::PayloadTooLarge { limit: 1 }, 413);
         check(ApiError::UnsupportedMediaType("text/plain".into()), 415);
+        check(ApiError::Unauthorized("no".into()), 401);
+        check(ApiError::Forbidden("no".into()), 403);
+        check(
+            ApiError::TooManyAuthFailures {
+                retry_after: std::time::Duration::from_secs(3),
+            },
+            429,
+        );
+        check(ApiError::Conflict("org".into()), 409);
         let up = |status| UpstreamError::Status {
             status,
             message: "m".into(),

@@ -9,11 +9,17 @@
 //! use cognitude_server::{AppState, Config, ResponseBody, handle};
 //! use http_body_util::{BodyExt, Full};
 //!
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! // No configuration and no provider key: every catalog model is served by the built-in mock.
-//! let settings = Config::default().resolve(&HashMap::new()).unwrap();
-//! let state = AppState::new(settings, None).unwrap();
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! # let dir = std::env::temp_dir().join(format!("cognitude-server-doc-{}", std::process::id()));
+//! // No provider key: every catalog model is served by the built-in mock.
+//! let toml = format!("[database]\nurl = \"sqlite://{}/doc.db\"\n[ledger]\nspill_path = \"{}/spill\"\n",
+//!                    dir.display(), dir.display());
+//! let settings = Config::from_toml(&toml).unwrap().resolve(&HashMap::new()).unwrap();
+//! let (state, _background) = AppState::start(settings, None).await.unwrap();
+//! let org = state.store().create_org("docs").await.unwrap();
+//! let key = state.store().create_key(&org.id, "example").await.unwrap();
 //! let req = http::Request::post("/v1/chat/completions")
+//!     .header("authorization", format!("Bearer {}", key.secret))
 //!     .header("content-type", "application/json")
 //!     .body(Full::new(bytes::Bytes::from_static(
 //!         br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}"#,
@@ -24,15 +30,19 @@
 //! assert_eq!(resp.headers()["x-cognitude-model"], "gpt-4o-mini");
 //! let body = resp.into_body().collect().await.unwrap().to_bytes();
 //! assert!(std::str::from_utf8(&body).unwrap().contains("Hello"));
+//! # std::fs::remove_dir_all(&dir).ok();
 //! # });
 //! ```
 
+mod admin;
+mod auth;
 mod body;
 mod chat;
 pub mod config;
 mod error;
 mod serve;
 mod state;
+mod usage;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -44,11 +54,13 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
 
+pub use auth::PeerAddr;
 pub use body::ResponseBody;
 pub use config::{Config, ConfigError, Env, ProcessEnv, Settings};
 pub use error::ApiError;
 pub use serve::serve;
-pub use state::{AppState, BuildError, Route};
+pub use state::{AppState, Background, BuildError, Route};
+pub use usage::Caller;
 
 /// Per-request context shared by the handlers.
 #[derive(Debug, Clone)]
@@ -135,29 +147,147 @@ where
             })
         }
     };
-    match path.trim_end_matches('/') {
+    let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+    let trimmed = path.trim_end_matches('/');
+    match trimmed {
         "/v1/chat/completions" => {
             allow(&Method::POST)?;
             if state.is_shutting_down() {
                 return Err(ApiError::ShuttingDown);
             }
-            check_json_content_type(req.headers())?;
-            let body = read_body(req, state.settings.max_body_bytes).await?;
-            chat::handle(state, ctx, body).await
+            let caller = org_caller(state, peer, req.headers()).await?;
+            let mut recorder = usage::Recorder::new(
+                state.ledger().clone(),
+                &caller,
+                &ctx.request_id,
+                "chat_completions",
+                ctx.started,
+                state.settings.ledger.store_prompts,
+            );
+            let result = async {
+                check_json_content_type(req.headers())?;
+                let body = read_body(req, state.settings.max_body_bytes).await?;
+                chat::handle(state, ctx, body, &mut recorder).await
+            }
+            .await;
+            // A stream has taken the record with it and finishes it when it ends.
+            match &result {
+                Ok(resp) => recorder.finish(resp.status().as_u16(), None),
+                Err(e) => {
+                    let (status, kind, _) = e.parts();
+                    recorder.finish(status.as_u16(), Some(kind));
+                }
+            }
+            result
         }
         "/v1/models" => {
             allow(&Method::GET)?;
+            auth::authenticate(
+                state.authenticator(),
+                state.settings.admin_key.as_ref(),
+                state.failed_auth(),
+                peer,
+                req.headers(),
+                true,
+            )
+            .await?;
             Ok(models(state))
+        }
+        "/v1/usage" => {
+            allow(&Method::GET)?;
+            let query = admin::UsageQuery::parse(req.uri().query())?;
+            let principal = auth::authenticate(
+                state.authenticator(),
+                state.settings.admin_key.as_ref(),
+                state.failed_auth(),
+                peer,
+                req.headers(),
+                true,
+            )
+            .await?;
+            let org = match (principal, &query.org) {
+                (auth::Principal::Org(c), None) => c.org_id,
+                (auth::Principal::Org(c), Some(o)) if *o == c.org_id => c.org_id,
+                (auth::Principal::Org(_), Some(_)) => {
+                    return Err(ApiError::Forbidden(
+                        "An organization key can only read its own usage.".into(),
+                    ));
+                }
+                (auth::Principal::Admin, Some(o)) => o.clone(),
+                (auth::Principal::Admin, None) => {
+                    return Err(ApiError::invalid(
+                        "the admin key must name an organization with 'org'",
+                        Some("org".into()),
+                    ));
+                }
+            };
+            admin::usage(state, &org, &query).await
         }
         "/health" => {
             allow(&Method::GET)?;
-            Ok(health(state))
+            Ok(health(state).await)
         }
         "/metrics" => {
             allow(&Method::GET)?;
             Ok(prometheus(state))
         }
+        p if p == "/admin" || p.starts_with("/admin/") => {
+            admin_caller(state, peer, req.headers()).await?;
+            let body = read_body(req, state.settings.max_body_bytes).await?;
+            admin::handle(state, &method, p, body).await
+        }
         _ => Err(ApiError::NotFound(path)),
+    }
+}
+
+/// The organization behind a request's API key.
+async fn org_caller(
+    state: &AppState,
+    peer: Option<std::net::IpAddr>,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
+    match auth::authenticate(
+        state.authenticator(),
+        None,
+        state.failed_auth(),
+        peer,
+        headers,
+        false,
+    )
+    .await?
+    {
+        auth::Principal::Org(c) => Ok(c),
+        auth::Principal::Admin => Err(ApiError::Forbidden(
+            "The admin key cannot make completion requests.".into(),
+        )),
+    }
+}
+
+/// Checks that a request carries the admin key.
+async fn admin_caller(
+    state: &AppState,
+    peer: Option<std::net::IpAddr>,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let Some(admin_key) = state.settings.admin_key.as_ref() else {
+        return Err(ApiError::Forbidden(
+            "The admin API is disabled: set auth.admin_key or COGNITUDE_ADMIN_KEY.".into(),
+        ));
+    };
+    match auth::authenticate(
+        state.authenticator(),
+        Some(admin_key),
+        state.failed_auth(),
+        peer,
+        headers,
+        true,
+    )
+    .await?
+    {
+        auth::Principal::Admin => Ok(()),
+        auth::Principal::Org(_) => {
+            Err(ApiError::Forbidden("This key is not the admin key.".into()))
+        }
     }
 }
 
@@ -176,8 +306,10 @@ fn endpoint_label(path: &str) -> &'static str {
     match path.trim_end_matches('/') {
         "/v1/chat/completions" => "chat_completions",
         "/v1/models" => "models",
+        "/v1/usage" => "usage",
         "/health" => "health",
         "/metrics" => "metrics",
+        p if p.starts_with("/admin") => "admin",
         _ => "other",
     }
 }
@@ -221,33 +353,52 @@ fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Reads a request body up to `limit` bytes; a larger one is a 413 before it is all read.
+/// Reads a request body up to `limit` bytes; a larger one is a 413.
+///
+/// The rest of an oversized body is read and dropped (for at most two seconds and 64 MiB)
+/// before answering: closing a connection with unread data makes the kernel send a reset, and
+/// the client would see a broken connection instead of the 413.
 async fn read_body<B>(req: Request<B>, limit: u64) -> Result<Bytes, ApiError>
 where
     B: Body<Data = Bytes> + Send,
     B::Error: std::fmt::Display,
 {
-    if let Some(len) = req
+    let declared = req
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        && len > limit
-    {
-        return Err(ApiError::PayloadTooLarge { limit });
-    }
+        .and_then(|v| v.parse::<u64>().ok());
     let mut body = std::pin::pin!(req.into_body());
     let mut out = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            ApiError::invalid(format!("could not read the request body: {e}"), None)
-        })?;
-        if let Ok(data) = frame.into_data() {
-            if (out.len() + data.len()) as u64 > limit {
-                return Err(ApiError::PayloadTooLarge { limit });
+    let mut too_large = declared.is_some_and(|len| len > limit);
+    if !too_large {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                ApiError::invalid(format!("could not read the request body: {e}"), None)
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if (out.len() + data.len()) as u64 > limit {
+                    too_large = true;
+                    break;
+                }
+                out.extend_from_slice(&data);
             }
-            out.extend_from_slice(&data);
         }
+    }
+    if too_large {
+        let drain = async {
+            let mut seen: u64 = 0;
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Ok(d) = frame.into_data() {
+                    seen += d.len() as u64;
+                    if seen > 64 * 1024 * 1024 {
+                        break;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
+        return Err(ApiError::PayloadTooLarge { limit });
     }
     Ok(out.freeze())
 }
@@ -275,10 +426,17 @@ fn error_response(e: &ApiError) -> Response<ResponseBody> {
     if let ApiError::MethodNotAllowed { path, .. } = e {
         let allow = match path.trim_end_matches('/') {
             "/v1/chat/completions" => "POST",
+            p if p.starts_with("/admin") => "GET, POST, DELETE",
             _ => "GET",
         };
         resp.headers_mut()
             .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+    }
+    if let Some(wait) = e.retry_after() {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(http::header::RETRY_AFTER, v);
+        }
     }
     resp
 }
@@ -301,7 +459,7 @@ fn models(state: &AppState) -> Response<ResponseBody> {
     json_response(StatusCode::OK, &list)
 }
 
-fn health(state: &AppState) -> Response<ResponseBody> {
+async fn health(state: &AppState) -> Response<ResponseBody> {
     let providers: serde_json::Map<String, serde_json::Value> = state
         .settings
         .providers
@@ -314,7 +472,22 @@ fn health(state: &AppState) -> Response<ResponseBody> {
         })
         .collect();
     let draining = state.is_shutting_down();
-    let status = if draining { "shutting_down" } else { "ok" };
+    // The database is required for authentication of new keys; the ledger survives without it
+    // (records spill to disk), so a failed ping makes the service degraded, not down.
+    let db = tokio::time::timeout(std::time::Duration::from_secs(2), state.store().ping()).await;
+    let (db_status, db_error) = match db {
+        Ok(Ok(())) => ("up", None),
+        Ok(Err(e)) => ("down", Some(e.to_string())),
+        Err(_) => ("down", Some("ping timed out".to_owned())),
+    };
+    let ledger = state.ledger();
+    let status = if draining {
+        "shutting_down"
+    } else if db_status == "up" {
+        "ok"
+    } else {
+        "degraded"
+    };
     let body = serde_json::json!({
         "status": status,
         "version": env!("CARGO_PKG_VERSION"),
@@ -322,6 +495,20 @@ fn health(state: &AppState) -> Response<ResponseBody> {
         "mock_only": state.settings.mock_only,
         "components": {
             "server": {"status": if draining { "down" } else { "up" }, "required": true},
+            "database": {
+                "status": db_status,
+                "required": false,
+                "backend": format!("{:?}", state.store().kind()).to_lowercase(),
+                "error": db_error,
+            },
+            "ledger": {
+                "status": if ledger.spill_pending() { "degraded" } else { "up" },
+                "required": false,
+                "queued": ledger.stats().queued(),
+                "written": ledger.stats().written(),
+                "spilled": ledger.stats().spilled(),
+                "replayed": ledger.stats().replayed(),
+            },
             "providers": providers,
         },
     });

@@ -7,8 +7,11 @@ use std::time::Instant;
 
 use cognitude_catalog::{Catalog, ModelInfo};
 use cognitude_providers::{AnthropicProvider, HttpClient, MockProvider, OpenAiProvider, Provider};
+use cognitude_store::{Authenticator, Ledger, LedgerOptions, Store};
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::task::JoinHandle;
 
+use crate::auth::FailedAuthLimiter;
 use crate::config::{ProviderKind, RetryPolicy, Settings};
 
 /// One model clients can ask for.
@@ -30,30 +33,75 @@ pub struct AppState {
     metrics: Option<PrometheusHandle>,
     started: Instant,
     shutting_down: AtomicBool,
+    store: Store,
+    authenticator: Authenticator,
+    ledger: Ledger,
+    failed_auth: FailedAuthLimiter,
 }
 
-/// Building the state failed (a provider could not be set up).
+/// Background tasks a running server owns.
+#[derive(Debug)]
+pub struct Background {
+    pub ledger_writer: JoinHandle<()>,
+}
+
+/// Building the state failed.
 #[derive(Debug, thiserror::Error)]
-#[error("provider '{provider}': {source}")]
-pub struct BuildError {
-    pub provider: String,
-    #[source]
-    pub source: cognitude_providers::Error,
+#[non_exhaustive]
+pub enum BuildError {
+    #[error("provider '{provider}': {source}")]
+    Provider {
+        provider: String,
+        #[source]
+        source: cognitude_providers::Error,
+    },
+    #[error("database: {0}")]
+    Store(#[from] cognitude_store::Error),
 }
 
 impl AppState {
-    /// Builds providers and routes. `metrics` renders `/metrics`; without it the endpoint is empty.
+    /// Connects the store (running its migrations), starts the ledger writer, and builds the
+    /// state. `metrics` renders `/metrics`; without it the endpoint is empty.
+    pub async fn start(
+        settings: Settings,
+        metrics: Option<PrometheusHandle>,
+    ) -> Result<(Arc<AppState>, Background), BuildError> {
+        let store = Store::connect_with(
+            settings.database_url.expose(),
+            settings.database_pool_size,
+            settings.database_connect_timeout,
+        )
+        .await?;
+        store.migrate().await?;
+        let l = &settings.ledger;
+        let (ledger, ledger_writer) = Ledger::start(
+            store.clone(),
+            LedgerOptions {
+                batch_size: l.batch_size,
+                flush_interval: std::time::Duration::from_millis(l.flush_interval_ms),
+                queue_capacity: l.queue_capacity,
+                retry_interval: std::time::Duration::from_millis(l.retry_interval_ms),
+                spill_path: l.spill_path.clone().into(),
+            },
+        );
+        let state = AppState::new(settings, metrics, store, ledger)?;
+        Ok((state, Background { ledger_writer }))
+    }
+
+    /// Builds the state from a connected store and a running ledger.
     pub fn new(
         settings: Settings,
         metrics: Option<PrometheusHandle>,
+        store: Store,
+        ledger: Ledger,
     ) -> Result<Arc<AppState>, BuildError> {
-        let client = HttpClient::new(settings.timeouts).map_err(|source| BuildError {
+        let client = HttpClient::new(settings.timeouts).map_err(|source| BuildError::Provider {
             provider: "(http client)".into(),
             source,
         })?;
         let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
         for (name, p) in &settings.providers {
-            let err = |source| BuildError {
+            let err = |source| BuildError::Provider {
                 provider: name.clone(),
                 source,
             };
@@ -89,6 +137,8 @@ impl AppState {
                 },
             );
         }
+        let authenticator = Authenticator::new(store.clone(), settings.key_cache_ttl);
+        let failed_auth = FailedAuthLimiter::new(settings.failed_auth_per_minute);
         Ok(Arc::new(AppState {
             settings,
             routes,
@@ -96,6 +146,10 @@ impl AppState {
             metrics,
             started: Instant::now(),
             shutting_down: AtomicBool::new(false),
+            store,
+            authenticator,
+            ledger,
+            failed_auth,
         }))
     }
 
@@ -126,6 +180,22 @@ impl AppState {
 
     pub fn uptime(&self) -> std::time::Duration {
         self.started.elapsed()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.authenticator
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub(crate) fn failed_auth(&self) -> &FailedAuthLimiter {
+        &self.failed_auth
     }
 
     /// Marks the server as draining: `/health` answers 503 so load balancers stop sending.

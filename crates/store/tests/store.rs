@@ -1,0 +1,454 @@
+//! The store's conformance suite, written once and run against SQLite and the machine's
+//! PostgreSQL (each run in its own database), plus the ledger's outage and crash tests.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly on anything unexpected"
+)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cognitude_store::{
+    AuthOutcome, Authenticator, Error, Ledger, LedgerOptions, Store, UsageRecord, keys,
+};
+use cognitude_testkit::{Relay, TestDatabase, unique};
+
+/// A database of the test's own, dropped at the end.
+struct TestDb {
+    store: Store,
+    pg: Option<TestDatabase>,
+    dir: PathBuf,
+}
+
+impl TestDb {
+    async fn sqlite() -> TestDb {
+        let dir = std::env::temp_dir().join(unique("cognitude_store"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::connect(&format!("sqlite://{}/test.db", dir.display()))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        TestDb {
+            store,
+            pg: None,
+            dir,
+        }
+    }
+
+    async fn postgres() -> TestDb {
+        let pg = TestDatabase::create().await.unwrap();
+        let store = Store::connect(&pg.url).await.unwrap();
+        store.migrate().await.unwrap();
+        let dir = std::env::temp_dir().join(unique("cognitude_store"));
+        std::fs::create_dir_all(&dir).unwrap();
+        TestDb {
+            store,
+            pg: Some(pg),
+            dir,
+        }
+    }
+
+    async fn drop_db(self) {
+        let TestDb { store, pg, dir } = self;
+        drop(store);
+        if let Some(pg) = pg {
+            pg.drop_db().await;
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+fn record(org: &str, id: &str, cost_pico: i64, at: i64) -> UsageRecord {
+    UsageRecord {
+        id: id.to_owned(),
+        request_id: format!("req-{id}"),
+        org_id: org.to_owned(),
+        created_at: at,
+        endpoint: "chat_completions".into(),
+        model_requested: "gpt-4o-mini".into(),
+        model_used: Some("gpt-4o-mini".into()),
+        provider: Some("openai".into()),
+        status: 200,
+        prompt_tokens: 10,
+        completion_tokens: 5,
+        cost_pico,
+        latency_ms: 12,
+        request_hash: "ab".repeat(32),
+        prefix_hash: "cd".repeat(32),
+        prompt_chars: 40,
+        prompt_tokens_est: 10,
+        temperature: Some(0.7),
+        ..UsageRecord::default()
+    }
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    let db = super::TestDb::sqlite().await;
+                    super::$name(&db).await;
+                    db.drop_db().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    let db = super::TestDb::postgres().await;
+                    super::$name(&db).await;
+                    db.drop_db().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    orgs_are_created_listed_and_deleted,
+    names_with_quotes_sql_emoji_and_rtl_round_trip,
+    keys_are_hashed_listed_and_revoked,
+    authenticator_checks_and_caches_keys,
+    usage_insert_is_idempotent_and_pages_by_cursor,
+    usage_is_isolated_by_org,
+    ledger_writes_batches_and_flushes,
+    ledger_replays_a_spill_file_left_by_a_crash,
+    migrations_are_idempotent,
+);
+
+async fn orgs_are_created_listed_and_deleted(db: &TestDb) {
+    let s = &db.store;
+    assert_eq!(s.count_orgs().await.unwrap(), 0);
+    let a = s.create_org("alpha").await.unwrap();
+    let b = s.create_org("beta").await.unwrap();
+    assert_ne!(a.id, b.id);
+    assert!(matches!(
+        s.create_org("alpha").await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(matches!(
+        s.create_org("  ").await,
+        Err(Error::Invalid { .. })
+    ));
+    let names: Vec<String> = s
+        .list_orgs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    assert_eq!(names, ["alpha", "beta"]);
+    assert_eq!(s.org_by_name("beta").await.unwrap().unwrap().id, b.id);
+    let key = s.create_key(&a.id, "k").await.unwrap();
+    assert!(s.delete_org(&a.id).await.unwrap());
+    assert!(!s.delete_org(&a.id).await.unwrap());
+    assert!(s.org(&a.id).await.unwrap().is_none());
+    // Its keys went with it.
+    assert!(
+        s.list_keys(None)
+            .await
+            .unwrap()
+            .iter()
+            .all(|k| k.prefix != key.key.prefix)
+    );
+    assert!(matches!(
+        s.create_key("org_missing", "k").await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+async fn names_with_quotes_sql_emoji_and_rtl_round_trip(db: &TestDb) {
+    let s = &db.store;
+    for name in [
+        "O'Brien \"Ltd\"",
+        "x'); DROP TABLE organizations; --",
+        "Robert'); DELETE FROM api_keys WHERE ('1'='1",
+        "🚀 rocket team 🧪",
+        "שלום עולם",
+        "مرحبا بالعالم",
+        "混合 mixed 文字",
+        "back\\slash % _ wildcard",
+    ] {
+        let org = s.create_org(name).await.unwrap();
+        assert_eq!(
+            s.org_by_name(name).await.unwrap().unwrap().id,
+            org.id,
+            "{name}"
+        );
+        let key = s.create_key(&org.id, name).await.unwrap();
+        assert_eq!(key.key.name, name);
+    }
+    assert_eq!(s.count_orgs().await.unwrap(), 8);
+    // The SQL-looking names did nothing but be names.
+    assert_eq!(s.list_keys(None).await.unwrap().len(), 8);
+}
+
+async fn keys_are_hashed_listed_and_revoked(db: &TestDb) {
+    let s = &db.store;
+    let org = s.create_org("acme").await.unwrap();
+    let k1 = s.create_key(&org.id, "one").await.unwrap();
+    let k2 = s.create_key(&org.id, "two").await.unwrap();
+    assert!(keys::parse(&k1.secret).is_some());
+    assert!(k1.secret.starts_with(&k1.key.prefix));
+    let listed = s.list_keys(Some(&org.id)).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    // Listings never carry the secret.
+    let json = serde_json::to_string(&listed).unwrap();
+    assert!(!json.contains(&k1.secret) && !json.contains(&k2.secret));
+    let revoked = s.revoke_key(&k1.key.prefix).await.unwrap().unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert!(s.revoke_key("cgk_000000000000").await.unwrap().is_none());
+    let still = s.list_keys(Some(&org.id)).await.unwrap();
+    assert!(
+        still
+            .iter()
+            .any(|k| k.prefix == k2.key.prefix && k.revoked_at.is_none())
+    );
+}
+
+async fn authenticator_checks_and_caches_keys(db: &TestDb) {
+    let s = &db.store;
+    let org = s.create_org("acme").await.unwrap();
+    let k = s.create_key(&org.id, "app").await.unwrap();
+    let auth = Authenticator::new(s.clone(), Duration::from_secs(60));
+    match auth.authenticate(&k.secret).await.unwrap() {
+        AuthOutcome::Valid(a) => {
+            assert_eq!(a.org_id, org.id);
+            assert_eq!(a.prefix, k.key.prefix);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Malformed, truncated, oversized, wrong secret.
+    let wrong_secret = format!("{}_{}", k.key.prefix, "0".repeat(48));
+    for (presented, expected) in [
+        ("", AuthOutcome::Malformed),
+        ("Bearer", AuthOutcome::Malformed),
+        (&k.secret[..k.secret.len() - 3], AuthOutcome::Malformed),
+        (
+            &format!("{}{}", k.secret, "0".repeat(10_000)),
+            AuthOutcome::Malformed,
+        ),
+        ("cgk_' OR '1'='1", AuthOutcome::Malformed),
+        (&wrong_secret, AuthOutcome::Unknown),
+    ] {
+        assert_eq!(auth.authenticate(presented).await.unwrap(), expected);
+    }
+    // Revoked elsewhere: still valid from this instance's cache until the TTL ...
+    s.revoke_key(&k.key.prefix).await.unwrap();
+    assert!(matches!(
+        auth.authenticate(&k.secret).await.unwrap(),
+        AuthOutcome::Valid(_)
+    ));
+    // ... and at once where it was revoked.
+    auth.invalidate_prefix(&k.key.prefix);
+    assert_eq!(
+        auth.authenticate(&k.secret).await.unwrap(),
+        AuthOutcome::Revoked
+    );
+    // A fresh authenticator with a short TTL sees the revocation.
+    let short = Authenticator::new(s.clone(), Duration::from_millis(1));
+    assert_eq!(
+        short.authenticate(&k.secret).await.unwrap(),
+        AuthOutcome::Revoked
+    );
+}
+
+async fn usage_insert_is_idempotent_and_pages_by_cursor(db: &TestDb) {
+    let s = &db.store;
+    let recs: Vec<UsageRecord> = (0..25)
+        .map(|i| {
+            record(
+                "org_a",
+                &format!("rec_{i:03}"),
+                1_000 + i,
+                1_000_000 + i / 2,
+            )
+        })
+        .collect();
+    assert_eq!(s.insert_usage(&recs).await.unwrap(), 25);
+    // Written again (a retried batch): nothing doubles.
+    assert_eq!(s.insert_usage(&recs[..10]).await.unwrap(), 0);
+    let (count, cost) = s.usage_totals("org_a").await.unwrap();
+    assert_eq!(count, 25);
+    assert_eq!(cost, (0..25).map(|i| 1_000 + i as i128).sum::<i128>());
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = s
+            .list_usage("org_a", None, None, 7, cursor.as_deref())
+            .await
+            .unwrap();
+        assert!(page.records.len() <= 7);
+        seen.extend(page.records.iter().map(|r| r.id.clone()));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let mut expected: Vec<String> = recs.iter().map(|r| r.id.clone()).collect();
+    expected.sort();
+    expected.reverse();
+    assert_eq!(
+        seen, expected,
+        "pages must cover every record once, newest first"
+    );
+
+    let window = s
+        .list_usage("org_a", Some(1_000_004), Some(1_000_006), 100, None)
+        .await
+        .unwrap();
+    assert_eq!(window.records.len(), 4);
+    assert!(
+        window
+            .records
+            .iter()
+            .all(|r| (1_000_004..1_000_006).contains(&r.created_at))
+    );
+    let full = &window.records[0];
+    assert_eq!(full.temperature, Some(0.7));
+    assert_eq!(full.model_used.as_deref(), Some("gpt-4o-mini"));
+    assert!(matches!(
+        s.list_usage("org_a", None, None, 5, Some("garbage")).await,
+        Err(Error::Invalid { .. })
+    ));
+}
+
+async fn usage_is_isolated_by_org(db: &TestDb) {
+    let s = &db.store;
+    s.insert_usage(&[
+        record("org_a", "rec_a", 5, 1),
+        record("org_b", "rec_b", 7, 1),
+    ])
+    .await
+    .unwrap();
+    let a = s.list_usage("org_a", None, None, 100, None).await.unwrap();
+    assert_eq!(a.records.len(), 1);
+    assert_eq!(a.records[0].id, "rec_a");
+    assert_eq!(s.usage_totals("org_b").await.unwrap(), (1, 7));
+}
+
+async fn ledger_writes_batches_and_flushes(db: &TestDb) {
+    let (ledger, _task) = Ledger::start(
+        db.store.clone(),
+        LedgerOptions {
+            batch_size: 50,
+            spill_path: db.dir.join("spill"),
+            ..LedgerOptions::default()
+        },
+    );
+    for i in 0..1_234 {
+        ledger.record(record("org_l", &format!("rec_{i:05}"), 3, i));
+    }
+    ledger.flush().await;
+    assert_eq!(
+        db.store.usage_totals("org_l").await.unwrap(),
+        (1_234, 3 * 1_234)
+    );
+    assert_eq!(ledger.stats().written(), 1_234);
+    assert_eq!(ledger.stats().spilled(), 0);
+    assert!(!ledger.spill_pending());
+}
+
+async fn ledger_replays_a_spill_file_left_by_a_crash(db: &TestDb) {
+    let spill = db.dir.join("crash.spill");
+    let mut text = String::new();
+    for i in 0..40 {
+        text.push_str(
+            &serde_json::to_string(&record("org_c", &format!("rec_{i}"), 11, i)).unwrap(),
+        );
+        text.push('\n');
+    }
+    // One record was already written before the crash: it must not double.
+    db.store
+        .insert_usage(&[record("org_c", "rec_0", 11, 0)])
+        .await
+        .unwrap();
+    // A torn last line, as a crash mid-append leaves it.
+    text.push_str("{\"id\":\"rec_torn\",\"org_");
+    std::fs::write(&spill, text).unwrap();
+    let (ledger, _task) = Ledger::start(
+        db.store.clone(),
+        LedgerOptions {
+            spill_path: spill.clone(),
+            ..LedgerOptions::default()
+        },
+    );
+    ledger.flush().await;
+    assert_eq!(db.store.usage_totals("org_c").await.unwrap(), (40, 440));
+    assert!(!spill.exists());
+    assert!(!ledger.spill_pending());
+}
+
+async fn migrations_are_idempotent(db: &TestDb) {
+    db.store.migrate().await.unwrap();
+    db.store.migrate().await.unwrap();
+    db.store.ping().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ledger_loses_and_doubles_nothing_across_a_database_outage() {
+    let db = TestDb::postgres().await;
+    let relay = Relay::start(TestDatabase::server_addr()).await;
+    let relayed_url = db.pg.as_ref().unwrap().url_via(&relay);
+    let store = Store::connect_with(&relayed_url, 4, Duration::from_millis(500))
+        .await
+        .unwrap();
+    let (ledger, _task) = Ledger::start(
+        store,
+        LedgerOptions {
+            batch_size: 20,
+            flush_interval: Duration::from_millis(20),
+            retry_interval: Duration::from_millis(200),
+            spill_path: db.dir.join("outage.spill"),
+            ..LedgerOptions::default()
+        },
+    );
+    let mut n = 0;
+    for _ in 0..100 {
+        ledger.record(record("org_o", &format!("rec_{n:05}"), 7, n));
+        n += 1;
+    }
+    ledger.flush().await;
+    relay.cut();
+    for _ in 0..300 {
+        ledger.record(record("org_o", &format!("rec_{n:05}"), 7, n));
+        n += 1;
+        if n % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+    ledger.flush().await;
+    assert!(
+        ledger.stats().spilled() > 0,
+        "nothing was spilled while the database was away"
+    );
+    relay.restore();
+    for _ in 0..100 {
+        ledger.record(record("org_o", &format!("rec_{n:05}"), 7, n));
+        n += 1;
+    }
+    // Replays happen every retry interval; flush until the spill file is gone.
+    for _ in 0..50 {
+        ledger.flush().await;
+        if !ledger.spill_pending() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!ledger.spill_pending(), "spill file never replayed");
+    let (count, cost) = db.store.usage_totals("org_o").await.unwrap();
+    assert_eq!(count, n, "records lost or doubled");
+    assert_eq!(cost, 7 * i128::from(n));
+    let mut ids = db.store.usage_ids("org_o").await.unwrap();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len() as i64, n);
+    db.drop_db().await;
+}
