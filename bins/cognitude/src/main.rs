@@ -1,6 +1,8 @@
 //! The `cognitude` binary: parses the command line and configuration, installs logging and
 //! metrics, and runs the server until SIGINT or SIGTERM. Everything else lives in the crates.
 
+mod route;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -38,6 +40,12 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Classify and route prompts read as JSON lines on stdin; one JSON line out per line in.
+    Route {
+        /// cost, latency or quality (default: cost).
+        #[arg(long)]
+        mode: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,9 +92,22 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     let settings = load_settings(cli.config.as_deref())?;
     let command = cli.command.unwrap_or(Command::Serve);
-    if let Command::CheckConfig = command {
-        check_config(&settings);
-        return Ok(());
+    match &command {
+        Command::CheckConfig => {
+            check_config(&settings);
+            return Ok(());
+        }
+        Command::Route { mode } => {
+            let stdin = std::io::stdin();
+            let stdout = std::io::stdout();
+            return route::run(
+                mode.as_deref(),
+                &settings.catalog,
+                stdin.lock(),
+                std::io::BufWriter::new(stdout.lock()),
+            );
+        }
+        _ => {}
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -95,7 +116,7 @@ fn run(cli: Cli) -> Result<()> {
     runtime.block_on(async move {
         match command {
             Command::Serve => serve(settings).await,
-            Command::CheckConfig => Ok(()),
+            Command::CheckConfig | Command::Route { .. } => Ok(()),
             Command::Migrate => {
                 open_store(&settings).await?;
                 say("migrations are up to date");

@@ -12,7 +12,9 @@ use std::io::{BufRead, Write};
 
 use anyhow::{Context, Result};
 use cognitude_catalog::Catalog;
-use cognitude_router::{Content, Decision, Message, Mode, Policy, Request, Role, RouteRequest, Router};
+use cognitude_router::{
+    Content, Decision, Message, Mode, Policy, Request, Role, RouteRequest, Router,
+};
 use serde_json::{Map, Value, json};
 
 /// Reads JSON lines from `input` and writes one JSON line per non-blank input line to `output`.
@@ -116,8 +118,14 @@ fn decide(router: &Router, catalog: &Catalog, value: &Value) -> Result<Value, St
         if let Some(system) = o.get("system") {
             request.system = Some(system.as_str().ok_or("\"system\" must be a string")?);
         }
-        if let Some(max) = o.get("max_tokens").or_else(|| o.get("max_completion_tokens")) {
-            request.max_tokens = Some(max.as_u64().ok_or("\"max_tokens\" must be a positive integer")?);
+        if let Some(max) = o
+            .get("max_tokens")
+            .or_else(|| o.get("max_completion_tokens"))
+        {
+            request.max_tokens = Some(
+                max.as_u64()
+                    .ok_or("\"max_tokens\" must be a positive integer")?,
+            );
         }
         request.tools = o
             .get("tools")
@@ -300,8 +308,18 @@ mod tests {
         assert_eq!(out[1]["id"], Value::Null);
         assert_eq!(out[2]["id"], json!("x"));
         for o in &out {
-            let keys: Vec<&str> = o.as_object().unwrap().keys().map(String::as_str).take(6).collect();
-            assert_eq!(keys, ["id", "score", "tier", "signals", "model", "reason"], "{o}");
+            let keys: Vec<&str> = o
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .take(6)
+                .collect();
+            assert_eq!(
+                keys,
+                ["id", "score", "tier", "signals", "model", "reason"],
+                "{o}"
+            );
             let score = o["score"].as_f64().unwrap();
             assert!((0.0..=1.0).contains(&score));
         }
@@ -348,7 +366,11 @@ mod tests {
         let line = r#"{"id": 9, "max_tokens": 999999999, "messages": [{"role": "user", "content": "hi"}]}"#;
         let out = run_lines(None, line);
         assert_eq!(out[0]["id"], json!(9));
-        assert!(out[0]["error"].as_str().unwrap().contains("no model"), "{}", out[0]);
+        assert!(
+            out[0]["error"].as_str().unwrap().contains("no model"),
+            "{}",
+            out[0]
+        );
         assert!(out[0]["score"].is_number());
         assert_eq!(out[0]["model"], Value::Null);
     }

@@ -12,7 +12,10 @@ use cognitude_protocol::{ChatChunk, ChatRequest, ErrorBody, StreamAssembler, Usa
 use cognitude_providers::{ChunkStream, Error as UpstreamError};
 use http::{HeaderValue, Response};
 
+use cognitude_cache::{CacheKey, CacheStatus, Directives};
+
 use crate::body::ResponseBody;
+use crate::cache::{self, Answer, CacheLayer, Plan};
 use crate::error::ApiError;
 use crate::state::{AppState, Route};
 use crate::usage::{Recorder, estimated_usage};
@@ -27,6 +30,7 @@ struct Answered<'a, T> {
 pub(crate) async fn handle(
     state: &Arc<AppState>,
     ctx: &RequestCtx,
+    req_headers: &http::HeaderMap,
     body: Bytes,
     recorder: &mut Recorder,
 ) -> Result<Response<ResponseBody>, ApiError> {
@@ -34,15 +38,100 @@ pub(crate) async fn handle(
     recorder.request(&req);
     req.validate()
         .map_err(|e| ApiError::invalid(e.to_string(), Some(e.field)))?;
+    let directives = cache::directives(req_headers)?;
     let route = state
         .route(&req.model)
         .ok_or_else(|| ApiError::ModelNotFound(req.model.clone()))?;
 
-    if req.is_stream() {
-        stream(state, ctx, req, route, recorder).await
-    } else {
-        complete(state, ctx, req, route, recorder).await
+    let org = recorder.rec().org_id.clone();
+    let plan = Plan::new(state, &org, &req, directives);
+    if plan.status == CacheStatus::Miss
+        && let (Some(layer), Some(key)) = (&plan.layer, &plan.key)
+        && let Some(hit) = layer.tiered.lookup(key).await
+    {
+        return Ok(serve_hit(&req, hit, recorder));
     }
+    recorder.rec().cache_status = Some(plan.status.as_str().to_owned());
+
+    if req.is_stream() {
+        stream(state, ctx, req, route, recorder, plan).await
+    } else {
+        complete(state, ctx, req, route, recorder, plan).await
+    }
+}
+
+/// Answers from a cache entry: the stored completion as JSON, or replayed as a stream. A hit
+/// costs the organization nothing; the ledger records what it saved.
+fn serve_hit(
+    req: &ChatRequest,
+    hit: cognitude_cache::Hit,
+    recorder: &mut Recorder,
+) -> Response<ResponseBody> {
+    let status = hit.status();
+    let cached = &hit.entry.response;
+    recorder.answered(
+        &cached.model,
+        &cached.provider,
+        cached.completion.usage.as_ref(),
+        false,
+        Some(Money::ZERO),
+    );
+    let r = recorder.rec();
+    r.cache_status = Some(status.as_str().to_owned());
+    r.cache_saved_pico = cached.cost_picodollars;
+    metrics::counter!(m::CACHE, "status" => status.as_str()).increment(1);
+    let (body, content_type) = if req.is_stream() {
+        (
+            cache::replay_body(&cached.completion, req.wants_stream_usage()),
+            "text/event-stream",
+        )
+    } else {
+        (
+            serde_json::to_vec(&cached.completion).unwrap_or_default(),
+            "application/json",
+        )
+    };
+    let mut resp = Response::new(ResponseBody::full(body));
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    if let Ok(v) = HeaderValue::from_str(&cached.model) {
+        h.insert("x-cognitude-model", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&cached.provider) {
+        h.insert("x-cognitude-provider", v);
+    }
+    headers::cost(h, Money::ZERO);
+    headers::cache(h, status);
+    resp
+}
+
+/// One upstream call for a complete response.
+async fn answer(
+    state: &Arc<AppState>,
+    req: &ChatRequest,
+    route: &Route,
+) -> Result<Arc<Answer>, ApiError> {
+    let answered = call_with_fallbacks(state, route, |r| {
+        let upstream_req = for_route(req, r);
+        async move { r.provider.complete(&upstream_req).await }
+    })
+    .await?;
+    let used = answered.route;
+    let completion = answered.value;
+    let cost = completion
+        .usage
+        .as_ref()
+        .and_then(|u| cost_of(state, used, u));
+    record_usage(used, completion.usage.as_ref(), cost);
+    Ok(Arc::new(Answer {
+        completion,
+        route: used.name.clone(),
+        provider: used.provider.name().to_owned(),
+        cost,
+    }))
 }
 
 async fn complete(
@@ -51,26 +140,42 @@ async fn complete(
     req: ChatRequest,
     route: &Route,
     recorder: &mut Recorder,
+    plan: Plan,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let answered = call_with_fallbacks(state, route, |r| {
-        let upstream_req = for_route(&req, r);
-        async move { r.provider.complete(&upstream_req).await }
-    })
-    .await?;
-    let completion = answered.value;
-    let used = answered.route;
-    let cost = completion
-        .usage
-        .as_ref()
-        .and_then(|u| cost_of(state, used, u));
-    record_usage(used, completion.usage.as_ref(), cost);
+    // Identical misses at the same time share one upstream call.
+    let (result, shared) = match (&plan.layer, &plan.key, plan.status) {
+        (Some(layer), Some(key), CacheStatus::Miss) => {
+            let c = layer
+                .coalescer
+                .run(key.clone(), || answer(state, &req, route))
+                .await;
+            (c.value, c.shared)
+        }
+        _ => (answer(state, &req, route).await, false),
+    };
+    let ans = result?;
+    if !shared && let Some((layer, key)) = plan.storable() {
+        layer
+            .store_answer(&key, &req.model, &plan.directives, &ans)
+            .await;
+    }
+    let completion = &ans.completion;
+    // A caller that waited on another's identical call made no call of its own: it costs nothing.
+    let cost = if shared { Some(Money::ZERO) } else { ans.cost };
     recorder.answered(
-        &used.name,
-        used.provider.name(),
+        &ans.route,
+        &ans.provider,
         completion.usage.as_ref(),
         false,
         cost,
     );
+    if shared {
+        let r = recorder.rec();
+        r.cache_status = Some("coalesced".into());
+        r.cache_saved_pico = ans
+            .cost
+            .map_or(0, |c| i64::try_from(c.pico()).unwrap_or(i64::MAX));
+    }
     recorder.completion_text(|| {
         completion
             .choices
@@ -78,8 +183,9 @@ async fn complete(
             .map(|c| c.message.text_content())
             .unwrap_or_default()
     });
+    metrics::counter!(m::CACHE, "status" => plan.status.as_str()).increment(1);
 
-    let body = serde_json::to_vec(&completion)
+    let body = serde_json::to_vec(completion)
         .map_err(|e| ApiError::Internal(format!("could not encode the completion: {e}")))?;
     let mut resp = Response::new(ResponseBody::full(body));
     let h = resp.headers_mut();
@@ -87,11 +193,14 @@ async fn complete(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    headers::answered_by(h, used);
+    if let Some(used) = state.route(&ans.route) {
+        headers::answered_by(h, used);
+    }
     if let Some(c) = cost {
         headers::cost(h, c);
     }
-    tracing::debug!(request_id = %ctx.request_id, model = %used.name, "completion served");
+    headers::cache(h, plan.status);
+    tracing::debug!(request_id = %ctx.request_id, model = %ans.route, "completion served");
     Ok(resp)
 }
 
@@ -101,6 +210,7 @@ async fn stream(
     req: ChatRequest,
     route: &Route,
     recorder: &mut Recorder,
+    plan: Plan,
 ) -> Result<Response<ResponseBody>, ApiError> {
     // Fallbacks apply until the first chunk: after that the client has content and a switch
     // would mix two answers.
@@ -126,8 +236,10 @@ async fn stream(
         started: ctx.started,
         recorder: recorder.hand_off(),
         upstream_model: used.upstream_model.clone(),
+        store_to: plan.storable().map(|(l, k)| (l, k, plan.directives)),
         req,
     };
+    metrics::counter!(m::CACHE, "status" => plan.status.as_str()).increment(1);
     tokio::spawn(forwarder.run(first, upstream, tx));
 
     let mut resp = Response::new(body);
@@ -143,6 +255,7 @@ async fn stream(
     // Tells nginx-style proxies in front of us not to buffer the stream.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     headers::answered_by(h, &used);
+    headers::cache(h, plan.status);
     Ok(resp)
 }
 
@@ -155,6 +268,8 @@ struct Forwarder {
     started: Instant,
     recorder: Recorder,
     upstream_model: String,
+    /// Where to store the assembled response if the stream completes.
+    store_to: Option<(Arc<CacheLayer>, CacheKey, Directives)>,
     req: ChatRequest,
 }
 
@@ -259,6 +374,22 @@ impl Forwarder {
             cost,
         );
         self.recorder.completion_text(text);
+        if end == StreamEnd::Completed
+            && let Some((layer, key, directives)) = &self.store_to
+        {
+            let mut ans = Answer {
+                completion: completion.clone(),
+                route: self.route.name.clone(),
+                provider: self.route.provider.name().to_owned(),
+                cost,
+            };
+            if ans.completion.usage.is_none() {
+                ans.completion.usage = Some(usage.clone());
+            }
+            layer
+                .store_answer(key, &self.req.model, directives, &ans)
+                .await;
+        }
         let error_type = match end {
             StreamEnd::Completed => None,
             StreamEnd::UpstreamFailed => Some("upstream_stream_failed"),

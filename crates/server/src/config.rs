@@ -104,6 +104,103 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub ledger: LedgerConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default)]
+    pub alerts: AlertsSection,
+}
+
+/// `[alerts]`: cost alerts and digests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsSection {
+    /// Evaluate rules and send digests (the `/alerts` API works either way).
+    pub enabled: bool,
+    pub evaluate_every_secs: u64,
+    /// Hosts tenants may point webhooks and SMTP at although they are private or not TLS.
+    pub allow_hosts: Vec<String>,
+    pub email_from: String,
+    pub delivery_attempts: u32,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    /// The operator's SMTP relay for email channels that name no server.
+    pub smtp: Option<SmtpRelay>,
+}
+
+impl Default for AlertsSection {
+    fn default() -> Self {
+        AlertsSection {
+            enabled: true,
+            evaluate_every_secs: 60,
+            allow_hosts: Vec::new(),
+            email_from: "Cognitude <alerts@localhost>".into(),
+            delivery_attempts: 4,
+            initial_backoff_ms: 2_000,
+            max_backoff_ms: 60_000,
+            connect_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+            smtp: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpRelay {
+    pub host: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub tls: cognitude_alerts::SmtpTls,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    /// TTL of a stored response unless the model or the request sets one.
+    pub default_ttl_secs: u64,
+    /// TTL per model name (as clients send it).
+    pub model_ttl_secs: BTreeMap<String, u64>,
+    /// Largest response stored (its JSON size).
+    pub max_entry_bytes: usize,
+    /// Also store responses cut by max_tokens (finish_reason "length").
+    pub cache_truncated: bool,
+    /// The in-process tier's size bound.
+    pub memory_max_bytes: u64,
+    /// The Redis hot tier, if any (`redis://…`).
+    pub redis_url: Option<Secret>,
+    pub redis_prefix: String,
+    pub redis_timeout_ms: u64,
+    /// The PostgreSQL cold tier, if any (`postgres://…`).
+    pub postgres_url: Option<Secret>,
+    pub postgres_schema: String,
+    pub postgres_timeout_ms: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: true,
+            default_ttl_secs: 3600,
+            model_ttl_secs: BTreeMap::new(),
+            max_entry_bytes: 1024 * 1024,
+            cache_truncated: false,
+            memory_max_bytes: 64 * 1024 * 1024,
+            redis_url: None,
+            redis_prefix: "cognitude:cache".into(),
+            redis_timeout_ms: 50,
+            postgres_url: None,
+            postgres_schema: "cognitude_cache".into(),
+            postgres_timeout_ms: 200,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -359,6 +456,9 @@ pub struct Settings {
     pub key_cache_ttl: Duration,
     pub failed_auth_per_minute: u32,
     pub ledger: LedgerConfig,
+    pub cache: CacheConfig,
+    pub alerts_enabled: bool,
+    pub alerts: cognitude_alerts::AlertsConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -537,6 +637,65 @@ impl Config {
             return Err(ConfigError::new("ledger.spill_path", "must not be empty"));
         }
 
+        let c = &self.cache;
+        if c.enabled && (c.default_ttl_secs == 0 || c.memory_max_bytes == 0) {
+            return Err(ConfigError::new(
+                "cache",
+                "default_ttl_secs and memory_max_bytes must be positive",
+            ));
+        }
+        if let Some(u) = &c.redis_url
+            && !(u.expose().starts_with("redis://") || u.expose().starts_with("rediss://"))
+        {
+            return Err(ConfigError::new(
+                "cache.redis_url",
+                "must start with redis://",
+            ));
+        }
+        if let Some(u) = &c.postgres_url
+            && !(u.expose().starts_with("postgres://") || u.expose().starts_with("postgresql://"))
+        {
+            return Err(ConfigError::new(
+                "cache.postgres_url",
+                "must start with postgres://",
+            ));
+        }
+        if c.postgres_schema.is_empty()
+            || !c
+                .postgres_schema
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(ConfigError::new(
+                "cache.postgres_schema",
+                "must be lowercase letters, digits and underscores",
+            ));
+        }
+
+        let a = &self.alerts;
+        let alerts = cognitude_alerts::AlertsConfig {
+            evaluate_every: Duration::from_secs(a.evaluate_every_secs),
+            allow_hosts: a.allow_hosts.clone(),
+            smtp_relay: a.smtp.as_ref().map(|r| cognitude_alerts::SmtpServer {
+                host: r.host.clone(),
+                port: r.port,
+                tls: r.tls,
+                username: r.username.clone(),
+                password: r.password.as_ref().map(|p| p.expose().to_owned()),
+            }),
+            email_from: a.email_from.clone(),
+            delivery_attempts: a.delivery_attempts,
+            initial_backoff: Duration::from_millis(a.initial_backoff_ms),
+            max_backoff: Duration::from_millis(a.max_backoff_ms),
+            connect_timeout: Duration::from_millis(a.connect_timeout_ms),
+            request_timeout: Duration::from_millis(a.request_timeout_ms),
+            ..cognitude_alerts::AlertsConfig::default()
+        };
+        alerts.validate().map_err(|e| match e {
+            cognitude_alerts::Error::Config(m) => ConfigError::new("alerts", m),
+            other => ConfigError::new("alerts", other.to_string()),
+        })?;
+
         let models = if self.models.is_empty() {
             default_routes(&catalog, &providers, mock_only)
         } else {
@@ -572,6 +731,9 @@ impl Config {
             key_cache_ttl: Duration::from_secs(self.auth.key_cache_ttl_secs),
             failed_auth_per_minute: self.auth.failed_attempts_per_minute,
             ledger: self.ledger.clone(),
+            cache: self.cache.clone(),
+            alerts_enabled: self.alerts.enabled,
+            alerts,
         })
     }
 
@@ -593,6 +755,9 @@ impl Config {
         if let Some(v) = env.var("COGNITUDE_ADMIN_KEY") {
             self.auth.admin_key = Some(Secret::new(v));
             self.auth.admin_key_env = None;
+        }
+        if let Some(v) = env.var("COGNITUDE_REDIS_URL") {
+            self.cache.redis_url = Some(Secret::new(v));
         }
         if let Some(v) = env.var("COGNITUDE_LOG_LEVEL") {
             self.log.level = v;

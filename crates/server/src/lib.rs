@@ -35,8 +35,10 @@
 //! ```
 
 mod admin;
+mod alerts_api;
 mod auth;
 mod body;
+mod cache;
 mod chat;
 pub mod config;
 mod error;
@@ -79,6 +81,7 @@ pub mod metrics_names {
     pub const RETRIES: &str = "cognitude_upstream_retries_total";
     pub const FALLBACKS: &str = "cognitude_upstream_fallbacks_total";
     pub const STREAMS: &str = "cognitude_streams_total";
+    pub const CACHE: &str = "cognitude_cache_requests_total";
 }
 
 /// Histogram buckets (seconds) for the duration metrics: fine below 10 ms for cache hits, coarse
@@ -166,8 +169,9 @@ where
             );
             let result = async {
                 check_json_content_type(req.headers())?;
+                let headers = req.headers().clone();
                 let body = read_body(req, state.settings.max_body_bytes).await?;
-                chat::handle(state, ctx, body, &mut recorder).await
+                chat::handle(state, ctx, &headers, body, &mut recorder).await
             }
             .await;
             // A stream has taken the record with it and finishes it when it ends.
@@ -230,6 +234,55 @@ where
         "/metrics" => {
             allow(&Method::GET)?;
             Ok(prometheus(state))
+        }
+        "/cache/stats" | "/cache" => {
+            let principal = auth::authenticate(
+                state.authenticator(),
+                state.settings.admin_key.as_ref(),
+                state.failed_auth(),
+                peer,
+                req.headers(),
+                true,
+            )
+            .await?;
+            let query = req.uri().query().map(str::to_owned);
+            let named_org = query.as_deref().and_then(|q| {
+                q.split('&')
+                    .find_map(|p| p.strip_prefix("org="))
+                    .map(str::to_owned)
+            });
+            let org = match (&principal, named_org) {
+                (auth::Principal::Org(c), None) => Some(c.org_id.clone()),
+                (auth::Principal::Org(c), Some(o)) if o == c.org_id => Some(o),
+                (auth::Principal::Org(_), Some(_)) => {
+                    return Err(ApiError::Forbidden(
+                        "An organization key can only reach its own cache.".into(),
+                    ));
+                }
+                (auth::Principal::Admin, o) => o,
+            };
+            match (trimmed, &method) {
+                ("/cache/stats", &Method::GET) => {
+                    let org = org.ok_or_else(|| {
+                        ApiError::invalid(
+                            "the admin key must name an organization with 'org'",
+                            Some("org".into()),
+                        )
+                    })?;
+                    cache::stats(state, &org, query.as_deref()).await
+                }
+                ("/cache", &Method::DELETE) => cache::clear(state, org.as_deref()).await,
+                _ => Err(ApiError::MethodNotAllowed {
+                    method: method.to_string(),
+                    path: path.clone(),
+                }),
+            }
+        }
+        p if p == "/alerts" || p.starts_with("/alerts/") => {
+            let caller = org_caller(state, peer, req.headers()).await?;
+            let query = req.uri().query().map(str::to_owned);
+            let body = read_body(req, state.settings.max_body_bytes).await?;
+            alerts_api::handle(state, &caller.org_id, &method, p, query.as_deref(), body).await
         }
         p if p == "/admin" || p.starts_with("/admin/") => {
             admin_caller(state, peer, req.headers()).await?;
@@ -307,6 +360,8 @@ fn endpoint_label(path: &str) -> &'static str {
         "/v1/chat/completions" => "chat_completions",
         "/v1/models" => "models",
         "/v1/usage" => "usage",
+        "/cache" | "/cache/stats" => "cache",
+        p if p.starts_with("/alerts") => "alerts",
         "/health" => "health",
         "/metrics" => "metrics",
         p if p.starts_with("/admin") => "admin",
@@ -544,6 +599,13 @@ pub(crate) mod headers {
         if let Ok(v) = HeaderValue::from_str(route.provider.name()) {
             h.insert("x-cognitude-provider", v);
         }
+    }
+
+    pub fn cache(h: &mut HeaderMap, status: cognitude_cache::CacheStatus) {
+        h.insert(
+            "x-cognitude-cache",
+            HeaderValue::from_static(status.as_str()),
+        );
     }
 
     pub fn cost(h: &mut HeaderMap, cost: Money) {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use cognitude_alerts::{Alerts, SystemClock};
 use cognitude_catalog::{Catalog, ModelInfo};
 use cognitude_providers::{AnthropicProvider, HttpClient, MockProvider, OpenAiProvider, Provider};
 use cognitude_store::{Authenticator, Ledger, LedgerOptions, Store};
@@ -37,12 +38,17 @@ pub struct AppState {
     authenticator: Authenticator,
     ledger: Ledger,
     failed_auth: FailedAuthLimiter,
+    cache: Option<Arc<crate::cache::CacheLayer>>,
+    alerts: Alerts,
 }
 
 /// Background tasks a running server owns.
 #[derive(Debug)]
 pub struct Background {
     pub ledger_writer: JoinHandle<()>,
+    /// The alert evaluator, when `alerts.enabled`; it stops when this value is dropped.
+    pub alerts: Option<JoinHandle<()>>,
+    _stop_alerts: tokio::sync::oneshot::Sender<()>,
 }
 
 /// Building the state failed.
@@ -57,6 +63,10 @@ pub enum BuildError {
     },
     #[error("database: {0}")]
     Store(#[from] cognitude_store::Error),
+    #[error("cache: {0}")]
+    Cache(#[from] cognitude_cache::Error),
+    #[error("alerts: {0}")]
+    Alerts(#[from] cognitude_alerts::Error),
 }
 
 impl AppState {
@@ -84,16 +94,40 @@ impl AppState {
                 spill_path: l.spill_path.clone().into(),
             },
         );
-        let state = AppState::new(settings, metrics, store, ledger)?;
-        Ok((state, Background { ledger_writer }))
+        let cache = crate::cache::CacheLayer::build(&settings.cache).await?;
+        let state = AppState::build(settings, metrics, store, ledger, cache)?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let alerts = state.settings.alerts_enabled.then(|| {
+            tokio::spawn(state.alerts().clone().run(async move {
+                let _ = stopped.await;
+            }))
+        });
+        Ok((
+            state,
+            Background {
+                ledger_writer,
+                alerts,
+                _stop_alerts: stop,
+            },
+        ))
     }
 
-    /// Builds the state from a connected store and a running ledger.
+    /// Builds the state from a connected store and a running ledger, without a response cache.
     pub fn new(
         settings: Settings,
         metrics: Option<PrometheusHandle>,
         store: Store,
         ledger: Ledger,
+    ) -> Result<Arc<AppState>, BuildError> {
+        AppState::build(settings, metrics, store, ledger, None)
+    }
+
+    fn build(
+        settings: Settings,
+        metrics: Option<PrometheusHandle>,
+        store: Store,
+        ledger: Ledger,
+        cache: Option<Arc<crate::cache::CacheLayer>>,
     ) -> Result<Arc<AppState>, BuildError> {
         let client = HttpClient::new(settings.timeouts).map_err(|source| BuildError::Provider {
             provider: "(http client)".into(),
@@ -137,6 +171,11 @@ impl AppState {
                 },
             );
         }
+        let alerts = Alerts::new(
+            store.clone(),
+            Arc::new(SystemClock),
+            settings.alerts.clone(),
+        )?;
         let authenticator = Authenticator::new(store.clone(), settings.key_cache_ttl);
         let failed_auth = FailedAuthLimiter::new(settings.failed_auth_per_minute);
         Ok(Arc::new(AppState {
@@ -150,6 +189,8 @@ impl AppState {
             authenticator,
             ledger,
             failed_auth,
+            cache,
+            alerts,
         }))
     }
 
@@ -192,6 +233,14 @@ impl AppState {
 
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    pub fn alerts(&self) -> &Alerts {
+        &self.alerts
+    }
+
+    pub(crate) fn cache(&self) -> Option<&Arc<crate::cache::CacheLayer>> {
+        self.cache.as_ref()
     }
 
     pub(crate) fn failed_auth(&self) -> &FailedAuthLimiter {

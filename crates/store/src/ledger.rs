@@ -193,7 +193,8 @@ impl Ledger {
             options,
             spill: spill.clone(),
             stats: stats.clone(),
-            db_down_until: None,
+            down_until: Arc::new(Mutex::new(None)),
+            in_flight: tokio::task::JoinSet::new(),
         };
         let handle = tokio::spawn(writer.run(rx));
         (Ledger { tx, spill, stats }, handle)
@@ -243,8 +244,14 @@ struct Writer {
     options: LedgerOptions,
     spill: Arc<Spill>,
     stats: Arc<LedgerStats>,
-    db_down_until: Option<Instant>,
+    /// Set after a failed insert: until then, batches go straight to the spill file.
+    down_until: Arc<Mutex<Option<Instant>>>,
+    /// Batch inserts under way (several at once, so one round trip does not cap throughput).
+    in_flight: tokio::task::JoinSet<()>,
 }
+
+/// Batch inserts the writer keeps in flight at once.
+const MAX_IN_FLIGHT: usize = 4;
 
 impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
@@ -279,6 +286,7 @@ impl Writer {
                             }
                         }
                         self.write(&mut batch).await;
+                        self.settle().await;
                         self.replay().await;
                         for w in waiters {
                             let _ = w.send(());
@@ -286,10 +294,12 @@ impl Writer {
                     }
                     None => {
                         self.write(&mut batch).await;
+                        self.settle().await;
                         return;
                     }
                 },
                 _ = tick.tick() => {
+                    while self.in_flight.try_join_next().is_some() {}
                     if !batch.is_empty() {
                         self.write(&mut batch).await;
                     }
@@ -305,41 +315,60 @@ impl Writer {
     }
 
     fn db_known_down(&self) -> bool {
-        self.db_down_until.is_some_and(|t| Instant::now() < t)
+        self.down_until
+            .lock()
+            .map(|d| d.is_some_and(|t| Instant::now() < t))
+            .unwrap_or(false)
     }
 
-    /// Inserts the batch, or spills it if the database fails (or failed moments ago).
+    fn mark_down(&self) {
+        if let Ok(mut d) = self.down_until.lock() {
+            *d = Some(Instant::now() + self.options.retry_interval);
+        }
+    }
+
+    /// Starts inserting the batch (waiting while too many inserts are under way), or spills it
+    /// at once if the database failed moments ago. A failed insert spills its batch.
     async fn write(&mut self, batch: &mut Vec<UsageRecord>) {
         if batch.is_empty() {
             return;
         }
-        if !self.db_known_down() {
-            match self.store.insert_usage(batch).await {
+        let records = std::mem::replace(batch, Vec::with_capacity(self.options.batch_size));
+        if self.db_known_down() {
+            spill_batch(&self.spill, &self.stats, &records);
+            return;
+        }
+        while self.in_flight.len() >= MAX_IN_FLIGHT {
+            let _ = self.in_flight.join_next().await;
+        }
+        let store = self.store.clone();
+        let spill = self.spill.clone();
+        let stats = self.stats.clone();
+        let down_until = self.down_until.clone();
+        let retry = self.options.retry_interval;
+        self.in_flight.spawn(async move {
+            match store.insert_usage(&records).await {
                 Ok(_) => {
-                    self.stats
+                    stats
                         .written
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    metrics_written(batch.len());
-                    batch.clear();
-                    return;
+                        .fetch_add(records.len() as u64, Ordering::Relaxed);
+                    metrics_written(records.len());
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, records = batch.len(), "ledger insert failed; spilling to disk");
-                    self.stats.failed_writes.fetch_add(1, Ordering::Relaxed);
-                    self.db_down_until = Some(Instant::now() + self.options.retry_interval);
+                    tracing::warn!(error = %e, records = records.len(), "ledger insert failed; spilling to disk");
+                    stats.failed_writes.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut d) = down_until.lock() {
+                        *d = Some(Instant::now() + retry);
+                    }
+                    spill_batch(&spill, &stats, &records);
                 }
             }
-        }
-        match self.spill.append(batch) {
-            Ok(()) => {
-                self.stats
-                    .spilled
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                metrics::counter!("cognitude_ledger_spilled_total").increment(batch.len() as u64);
-            }
-            Err(e) => tracing::error!(error = %e, records = batch.len(), "usage records lost"),
-        }
-        batch.clear();
+        });
+    }
+
+    /// Waits for every insert under way.
+    async fn settle(&mut self) {
+        while self.in_flight.join_next().await.is_some() {}
     }
 
     /// Writes the spill file's records to the database; keeps the file if that fails.
@@ -376,11 +405,23 @@ impl Writer {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "spill replay failed; will retry");
-                    self.db_down_until = Some(Instant::now() + self.options.retry_interval);
+                    self.mark_down();
                     return;
                 }
             }
         }
+    }
+}
+
+fn spill_batch(spill: &Spill, stats: &LedgerStats, records: &[UsageRecord]) {
+    match spill.append(records) {
+        Ok(()) => {
+            stats
+                .spilled
+                .fetch_add(records.len() as u64, Ordering::Relaxed);
+            metrics::counter!("cognitude_ledger_spilled_total").increment(records.len() as u64);
+        }
+        Err(e) => tracing::error!(error = %e, records = records.len(), "usage records lost"),
     }
 }
 

@@ -45,6 +45,10 @@ use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
+pub use alerting::{
+    AlertChannelRow, AlertDeliveryRow, AlertFiringRow, AlertRuleRow, CostGroup, CostShare,
+    DigestScheduleRow, UsageSummary,
+};
 pub use auth::{AuthOutcome, AuthedKey, Authenticator};
 pub use ledger::{Ledger, LedgerOptions, LedgerStats};
 pub use models::{ApiKey, Org, UsagePage, UsageRecord};
@@ -150,6 +154,8 @@ macro_rules! with_conn {
         }
     };
 }
+
+mod alerting;
 
 /// The password of a URL replaced by `***`, for logs.
 pub fn redact_url(url: &str) -> String {
@@ -558,6 +564,45 @@ impl Store {
                 .filter(usage_records::org_id.eq(org_id.to_owned()))
                 .select(usage_records::id)
                 .load(conn)
+                .await?)
+        })
+    }
+}
+
+/// Requests, savings and tokens of one cache status, from the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, diesel::QueryableByName)]
+pub struct CacheSummaryRow {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub cache_status: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub requests: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub saved_pico: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub tokens: i64,
+}
+
+impl Store {
+    /// An organization's requests per cache status since `since` (Unix microseconds), summed in
+    /// SQL on either backend.
+    pub async fn cache_summary(&self, org_id: &str, since: i64) -> Result<Vec<CacheSummaryRow>> {
+        use diesel::sql_types::{BigInt, Text};
+        let (p1, p2) = match self.kind() {
+            BackendKind::Postgres => ("$1", "$2"),
+            BackendKind::Sqlite => ("?", "?"),
+        };
+        let sql = format!(
+            "SELECT cache_status, CAST(COUNT(*) AS BIGINT) AS requests, \
+             CAST(COALESCE(SUM(cache_saved_pico), 0) AS BIGINT) AS saved_pico, \
+             CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT) AS tokens \
+             FROM usage_records WHERE org_id = {p1} AND created_at >= {p2} \
+             GROUP BY cache_status ORDER BY cache_status"
+        );
+        with_conn!(self, |conn| {
+            Ok(diesel::sql_query(sql.clone())
+                .bind::<Text, _>(org_id)
+                .bind::<BigInt, _>(since)
+                .load::<CacheSummaryRow>(conn)
                 .await?)
         })
     }

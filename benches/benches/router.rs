@@ -1,0 +1,109 @@
+//! The router's classifier and model selection.
+//!
+//! - `classify/<size>`: one user message of 100 B, 200 B, 1 KiB, 10 KiB and 100 KiB of mixed
+//!   prompt text (prose, a list, numbers, a code block, a little non-Latin script). The budget is
+//!   1 µs for 200 characters plus 1 µs per further KiB, so time should grow linearly with size.
+//! - `classify/conversation`: a four-turn chat with a system prompt.
+//! - `select/50-models/<mode>`: choosing among 50 models, every one eligible.
+//!
+//! `cargo bench -p cognitude-benches --bench router`
+
+use std::hint::black_box;
+
+use cognitude_catalog::Catalog;
+use cognitude_router::{Classifier, Message, Mode, Request, Selector};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+/// Varied prompt material, repeated and cut to the wanted size (on a character boundary).
+const MATERIAL: &str = "Please review the following notes and answer the questions at the end.\n\
+1. Revenue grew 12% to $4.1M in Q3; churn fell from 3.1% to 2.3%.\n\
+2. The team shipped the new onboarding flow (four screens instead of seven).\n\
+- Open question: should pricing change for annual plans?\n\
+```python\ndef growth(a, b):\n    return (b - a) / a * 100\n```\n\
+Les clients demandent une version mobile ; 客户也希望有移动版本。\n\
+Why did churn fall, and what would you measure next? Explain step by step.\n";
+
+fn text_of(len: usize) -> String {
+    let mut s = String::with_capacity(len + MATERIAL.len());
+    while s.len() < len {
+        s.push_str(MATERIAL);
+    }
+    let mut cut = len;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    s.truncate(cut);
+    s
+}
+
+fn classify(c: &mut Criterion) {
+    let classifier = Classifier::default();
+    let mut group = c.benchmark_group("classify");
+    for (name, len) in [
+        ("100B", 100),
+        ("200B", 200),
+        ("1KiB", 1024),
+        ("10KiB", 10 * 1024),
+        ("100KiB", 100 * 1024),
+    ] {
+        let text = text_of(len);
+        group.throughput(Throughput::Bytes(text.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(name), &text, |b, text| {
+            let msgs = [Message::user(text)];
+            let request = Request::new(&msgs);
+            b.iter(|| classifier.classify(black_box(&request)));
+        });
+    }
+    group.throughput(Throughput::Elements(1));
+    let msgs = [
+        Message::system("You are a careful analyst. Cite the numbers you use."),
+        Message::user("Here are last quarter's figures: revenue $3.6M, churn 3.1%."),
+        Message::assistant("Thanks — what would you like to know about them?"),
+        Message::user("Compare them with Q3 ($4.1M, 2.3%) and explain the change."),
+    ];
+    let request = Request::new(&msgs).with_max_tokens(800);
+    group.bench_function("conversation", |b| {
+        b.iter(|| classifier.classify(black_box(&request)));
+    });
+    group.finish();
+}
+
+/// 50 models with spread prices, quality and speeds; all can serve the benchmarked request.
+fn fifty_models() -> Catalog {
+    let mut toml = String::new();
+    for i in 0..50u32 {
+        toml += &format!(
+            "[[model]]\nid = \"model-{i}\"\nprovider = \"provider-{}\"\ninput = {:.2}\noutput = {:.2}\n\
+             context_window = {}\nmax_output = 16000\ncapabilities = [\"tools\", \"json\"]\n\
+             quality = {}\nlatency_ms = {}\ntokens_per_second = {}\n\n",
+            i % 7,
+            f64::from(i % 13 + 1) * 0.1,
+            f64::from(i % 11 + 1) * 0.4,
+            32_000 * (i % 4 + 1),
+            40 + (i * 37) % 60,
+            200 + (i * 53) % 3000,
+            30 + (i * 17) % 300,
+        );
+    }
+    Catalog::from_toml(&toml).unwrap_or_default()
+}
+
+fn select(c: &mut Criterion) {
+    let catalog = fifty_models();
+    assert_eq!(catalog.len(), 50, "the benchmark catalog must parse");
+    let msgs = [Message::user(
+        "Write a SQL query that returns the top 5 customers by revenue, with a short explanation.",
+    )];
+    let classification = Classifier::default().classify(&Request::new(&msgs));
+    let mut group = c.benchmark_group("select/50-models");
+    for mode in Mode::ALL {
+        let selector = Selector::new(mode);
+        group.bench_function(mode.as_str(), |b| {
+            b.iter(|| selector.select(black_box(&catalog), black_box(&classification)));
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, classify, select);
+criterion_main!(benches);

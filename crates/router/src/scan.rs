@@ -1,0 +1,1415 @@
+//! One pass over a message's text that counts what the signals are built from.
+//!
+//! Two speeds. The detailed scanner follows words, numbers, lines, sentences and operators; it
+//! reads the whole text when the text is short, and for a long text its head, its tail and one
+//! sample block every [`STRIDE`] bytes in between (a long document's structure shows in those).
+//! The fast pass counts only what the token estimate needs (letters, word and number starts,
+//! punctuation, characters per script) over the rest. Both are byte-driven state machines with
+//! every counter on the stack: no allocation, no backtracking, linear time.
+
+use crate::lexicon::{self, Cue, StemHash};
+use crate::request::Content;
+
+/// How closely to read a text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Depth {
+    /// The latest user turn: head, tail and samples in detail.
+    Full,
+    /// Earlier user turns and the system prompt: a shorter head and tail.
+    Brief,
+    /// Everything else: the token estimate only.
+    Tokens,
+}
+
+const FULL_HEAD: usize = 3 * 1024;
+const FULL_TAIL: usize = 1024;
+const BRIEF_HEAD: usize = 1536;
+const BRIEF_TAIL: usize = 512;
+/// Distance between sample blocks in the middle of a long text.
+pub(crate) const STRIDE: usize = 8 * 1024;
+const SAMPLE: usize = 256;
+/// The instruction of a long prompt is at its start or its end; prose features (clauses,
+/// sentences, questions, cue words) are counted only this close to either end, so a pasted
+/// document's own sentences are not read as requirements.
+const ZONE: usize = 600;
+/// A closing instruction line is rarely longer than this.
+const MAX_INSTRUCTION_LINE: usize = 150;
+
+/// Non-ASCII characters by the lead byte of their UTF-8 encoding, for the token estimate.
+pub(crate) const SCRIPTS: usize = 12;
+/// Hundredths of a token per character of each class, set from the usual ratios of current BPE
+/// tokenizers (about one token per CJK character, two to three Cyrillic characters per token);
+/// not fitted to a tokenizer's output. Classes: Latin extensions, Greek, Cyrillic, Armenian to Syriac
+/// (Hebrew, Arabic), Indic and Thai, other alphabets, symbols and punctuation, CJK and kana,
+/// Hangul, private use and full-width forms, four-byte characters (emoji), invalid bytes.
+const SCRIPT_CENTI_TOKENS: [u64; SCRIPTS] = [30, 50, 38, 45, 55, 60, 80, 90, 80, 80, 150, 100];
+
+/// Counts gathered from one text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Stats {
+    pub bytes: u64,
+    // For the token estimate; filled by both passes.
+    pub letters: u64,
+    pub words: u64,
+    pub digits: u64,
+    pub numbers: u64,
+    pub punct: u64,
+    pub newlines: u64,
+    pub scripts: [u64; SCRIPTS],
+    // Structure; filled by the detailed scanner.
+    pub lines: u32,
+    pub enum_lines: u32,
+    pub bullet_lines: u32,
+    pub heading_lines: u32,
+    pub questions: u32,
+    pub sentences: u32,
+    /// Declarative sentences before the last question.
+    pub premises: u32,
+    pub fences: u32,
+    pub code_lines: u32,
+    pub code_ops: u32,
+    pub idents: u32,
+    pub ticks: u32,
+    pub brackets: u32,
+    pub math_ops: u32,
+    pub math_syms: u32,
+    pub vars: u32,
+    /// One bit per distinct number value (hashed to 64 bits).
+    pub number_set: u64,
+    pub data_rows: u32,
+    pub json_keys: u32,
+    pub quotes: u32,
+    pub cues: [u32; lexicon::CUES],
+    /// Phrase separators in prose: commas and semicolons followed by a space, ideographic commas.
+    pub clauses: u32,
+    /// Bytes in the instruction zones (the whole text when it has no separate payload).
+    pub zone_bytes: u64,
+    pub detailed_bytes: u64,
+}
+
+impl Stats {
+    /// Estimated tokens of the text, in the style of the BPE tokenizers of current models.
+    pub(crate) fn tokens(&self) -> u64 {
+        let mut centi = 75 * self.words
+            + 12 * self.letters
+            + 34 * self.digits
+            + 50 * self.numbers
+            + 60 * self.punct
+            + 35 * self.newlines;
+        for (n, w) in self.scripts.iter().zip(SCRIPT_CENTI_TOKENS) {
+            centi += n * w;
+        }
+        // Any non-empty text is at least one token.
+        if self.bytes > 0 {
+            (centi / 100).max(1)
+        } else {
+            0
+        }
+    }
+
+    /// Estimated tokens of the instruction, and of the material it came with.
+    pub(crate) fn instruction_and_material_tokens(&self) -> (u64, u64) {
+        let all = self.tokens();
+        if self.bytes == 0 {
+            return (0, 0);
+        }
+        let instruction = (u128::from(all) * u128::from(self.zone_bytes.min(self.bytes))
+            / u128::from(self.bytes)) as u64;
+        (instruction, all - instruction)
+    }
+
+    pub(crate) fn distinct_numbers(&self) -> u32 {
+        self.number_set.count_ones()
+    }
+
+    pub(crate) fn cue(&self, cue: Cue) -> u32 {
+        self.cues[cue as usize]
+    }
+
+    /// Adds another text's counts (the parts of one conversation role).
+    pub(crate) fn merge(&mut self, o: &Stats) {
+        self.bytes += o.bytes;
+        self.letters += o.letters;
+        self.words += o.words;
+        self.digits += o.digits;
+        self.numbers += o.numbers;
+        self.punct += o.punct;
+        self.newlines += o.newlines;
+        for (a, b) in self.scripts.iter_mut().zip(o.scripts) {
+            *a += b;
+        }
+        self.lines += o.lines;
+        self.enum_lines += o.enum_lines;
+        self.bullet_lines += o.bullet_lines;
+        self.heading_lines += o.heading_lines;
+        self.questions += o.questions;
+        self.sentences += o.sentences;
+        self.premises = self.premises.max(o.premises);
+        self.fences += o.fences;
+        self.code_lines += o.code_lines;
+        self.code_ops += o.code_ops;
+        self.idents += o.idents;
+        self.ticks += o.ticks;
+        self.brackets += o.brackets;
+        self.math_ops += o.math_ops;
+        self.math_syms += o.math_syms;
+        self.vars += o.vars;
+        self.number_set |= o.number_set;
+        self.data_rows += o.data_rows;
+        self.json_keys += o.json_keys;
+        self.quotes += o.quotes;
+        for (a, b) in self.cues.iter_mut().zip(o.cues) {
+            *a += b;
+        }
+        self.clauses += o.clauses;
+        self.zone_bytes += o.zone_bytes;
+        self.detailed_bytes += o.detailed_bytes;
+    }
+}
+
+/// Scans a message's content at the given depth.
+pub(crate) fn scan(content: &Content<'_>, depth: Depth) -> Stats {
+    let total = content.len();
+    let (head, tail, sampled) = match depth {
+        Depth::Full => (FULL_HEAD, FULL_TAIL, true),
+        Depth::Brief => (BRIEF_HEAD, BRIEF_TAIL, false),
+        Depth::Tokens => (0, 0, false),
+    };
+    let windows = Windows {
+        total,
+        head,
+        tail,
+        sampled,
+    };
+    let mut sc = Scanner::new();
+    (sc.zone_head, sc.zone_tail) = zones(content, total);
+    let mut offset = 0usize;
+    for part in content.parts() {
+        let bytes = part.as_bytes();
+        let mut pos = 0usize;
+        while pos < bytes.len() {
+            let global = offset + pos;
+            let (start, end) = windows.next_detail(global);
+            if start > global {
+                // A gap before the next detailed window: the fast pass.
+                let stop = (start - offset).min(bytes.len());
+                fast_pass(&bytes[pos..stop], &mut sc.s);
+                sc.break_window();
+                pos = stop;
+            } else {
+                let stop = (end - offset).min(bytes.len());
+                sc.base = global;
+                sc.feed(&bytes[pos..stop]);
+                sc.s.detailed_bytes += (stop - pos) as u64;
+                pos = stop;
+                if end < total {
+                    sc.break_window();
+                }
+            }
+        }
+        offset += bytes.len();
+        // Parts are separate paragraphs.
+        sc.end_part();
+    }
+    sc.s.bytes = total as u64;
+    sc.s.zone_bytes =
+        (sc.zone_head.min(total) + (total - sc.zone_tail.min(total))).min(total) as u64;
+    sc.s
+}
+
+/// The instruction zones of a text as `(head_end, tail_start)`: prose features count before
+/// `head_end` and from `tail_start` on.
+///
+/// A first line ending in a colon introduces a payload (`Summarize this:` + a document), so the
+/// head zone is that line. Otherwise the head zone ends at the first blank line, or, in a text
+/// longer than [`ZONE`] without one, at the end of the first line. The tail zone is
+/// the last paragraph, or the last line, within [`ZONE`] bytes of the end, unless an intro line
+/// came first and that paragraph or line is too long to be an instruction. Texts without line
+/// breaks keep [`ZONE`] bytes at each end.
+fn zones(content: &Content<'_>, total: usize) -> (usize, usize) {
+    let first = content.parts().next().unwrap_or("").as_bytes();
+    let head = &first[..first.len().min(ZONE)];
+    let line_end = head.iter().position(|&b| b == b'\n');
+    let intro = line_end.is_some_and(|e| {
+        let line = head[..e].trim_ascii_end();
+        line.ends_with(b":") || line.ends_with("：".as_bytes())
+    });
+    let head_end = match (intro, line_end) {
+        (true, Some(e)) => e,
+        _ => match find_pair(head, b'\n') {
+            Some(p) => p,
+            // A long text without a blank line near its start: its first line is the
+            // instruction (or the title of what follows).
+            None if total > ZONE => line_end.unwrap_or(head.len()),
+            None => head.len(),
+        },
+    };
+    let last = content.parts().last().unwrap_or("").as_bytes();
+    let from = last.len().saturating_sub(ZONE);
+    let tail = &last[from..];
+    let tail_start_in_last = match rfind_pair(tail, b'\n') {
+        // After an intro line, a long last paragraph is the payload, not an instruction.
+        Some(p) if intro && tail.len() - p > MAX_INSTRUCTION_LINE => last.len(),
+        Some(p) => from + p + 2,
+        None => match tail.iter().rposition(|&b| b == b'\n') {
+            // After an intro line, a long last line is more of the payload.
+            Some(p) if intro && tail.len() - p > MAX_INSTRUCTION_LINE => last.len(),
+            Some(p) => from + p + 1,
+            None if intro => last.len(),
+            None => from,
+        },
+    };
+    let tail_start = (total - (last.len() - tail_start_in_last)).max(head_end);
+    (head_end, tail_start)
+}
+
+fn find_pair(b: &[u8], c: u8) -> Option<usize> {
+    b.windows(2).position(|w| w[0] == c && w[1] == c)
+}
+
+fn rfind_pair(b: &[u8], c: u8) -> Option<usize> {
+    b.windows(2).rposition(|w| w[0] == c && w[1] == c)
+}
+
+/// Which byte ranges of a text are read in detail.
+struct Windows {
+    total: usize,
+    head: usize,
+    tail: usize,
+    sampled: bool,
+}
+
+impl Windows {
+    /// The first detailed range ending after `pos`, as `(start, end)`; `(total, total)` if none.
+    fn next_detail(&self, pos: usize) -> (usize, usize) {
+        if self.head + self.tail >= self.total {
+            return if self.head == 0 {
+                (self.total, self.total)
+            } else {
+                (0, self.total)
+            };
+        }
+        if pos < self.head {
+            return (0, self.head);
+        }
+        let tail_start = self.total - self.tail;
+        if self.sampled {
+            // Sample k covers [head + k·STRIDE + (STRIDE − SAMPLE)/2, … + SAMPLE).
+            let first = self.head + (STRIDE - SAMPLE) / 2;
+            let k = pos.saturating_sub(first) / STRIDE;
+            for k in [k, k + 1] {
+                let start = first + k * STRIDE;
+                let end = start + SAMPLE;
+                if end > pos && end <= tail_start {
+                    return (start, end);
+                }
+            }
+        }
+        if self.tail > 0 {
+            (tail_start, self.total)
+        } else {
+            (self.total, self.total)
+        }
+    }
+}
+
+/// Byte classes of the fast pass.
+const C_PUNCT: u8 = 0;
+const C_LETTER: u8 = 1;
+const C_DIGIT: u8 = 2;
+const C_SPACE: u8 = 3;
+const C_NEWLINE: u8 = 4;
+const C_CONT: u8 = 5;
+const C_SCRIPT: u8 = 6;
+
+static CLASS: [u8; 256] = class_table();
+
+const fn class_table() -> [u8; 256] {
+    let mut t = [C_PUNCT; 256];
+    let mut b = 0usize;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = match c {
+            b'a'..=b'z' | b'A'..=b'Z' => C_LETTER,
+            b'0'..=b'9' => C_DIGIT,
+            b'\n' => C_NEWLINE,
+            b' ' | b'\t' | b'\r' | 0x0B | 0x0C => C_SPACE,
+            0x00..=0x1F | 0x7F => C_SPACE,
+            0x21..=0x7E => C_PUNCT,
+            0x80..=0xBF => C_CONT,
+            0xC2..=0xCD => C_SCRIPT,
+            0xCE..=0xCF => C_SCRIPT + 1,
+            0xD0..=0xD4 => C_SCRIPT + 2,
+            0xD5..=0xDF => C_SCRIPT + 3,
+            0xE0 => C_SCRIPT + 4,
+            0xE1 => C_SCRIPT + 5,
+            0xE2 => C_SCRIPT + 6,
+            0xE3..=0xE9 => C_SCRIPT + 7,
+            0xEA..=0xED => C_SCRIPT + 8,
+            0xEE..=0xEF => C_SCRIPT + 9,
+            0xF0..=0xF4 => C_SCRIPT + 10,
+            // C0, C1, F5–FF never start a valid character.
+            _ => C_SCRIPT + 11,
+        };
+        b += 1;
+    }
+    t
+}
+
+/// Token-estimate counts only, over bytes not read in detail.
+fn fast_pass(bytes: &[u8], s: &mut Stats) {
+    // A byte histogram (four interleaved tables, so consecutive bytes do not wait on each
+    // other's counter) gives every class count; word and number starts are counted on byte
+    // pairs, which the compiler vectorises.
+    if bytes.len() < 1024 {
+        return small_fast_pass(bytes, s);
+    }
+    let mut hist = [[0u32; 256]; 4];
+    // u32 counters: blocks of at most u32::MAX bytes keep them exact.
+    for block in bytes.chunks(u32::MAX as usize) {
+        let mut quads = block.chunks_exact(4);
+        for q in &mut quads {
+            hist[0][q[0] as usize] += 1;
+            hist[1][q[1] as usize] += 1;
+            hist[2][q[2] as usize] += 1;
+            hist[3][q[3] as usize] += 1;
+        }
+        for &b in quads.remainder() {
+            hist[0][b as usize] += 1;
+        }
+    }
+    let mut counts = [0u64; C_SCRIPT as usize + SCRIPTS];
+    for b in 0..256 {
+        let n: u64 = hist.iter().map(|h| u64::from(h[b])).sum();
+        counts[CLASS[b] as usize] += n;
+    }
+    let starts = |is: fn(&u8) -> bool| -> u64 {
+        let first = u64::from(is(&bytes[0]));
+        first
+            + bytes
+                .iter()
+                .zip(&bytes[1..])
+                .filter(|(p, c)| is(c) && !is(p))
+                .count() as u64
+    };
+    s.words += starts(u8::is_ascii_alphabetic);
+    s.numbers += starts(u8::is_ascii_digit);
+    add_counts(&counts, s);
+}
+
+fn small_fast_pass(bytes: &[u8], s: &mut Stats) {
+    let mut counts = [0u64; C_SCRIPT as usize + SCRIPTS];
+    let mut words = 0u64;
+    let mut numbers = 0u64;
+    let mut prev = C_SPACE;
+    for &b in bytes {
+        let c = CLASS[b as usize];
+        counts[c as usize] += 1;
+        let fresh = u64::from(c != prev);
+        words += fresh & u64::from(c == C_LETTER);
+        numbers += fresh & u64::from(c == C_DIGIT);
+        prev = c;
+    }
+    s.words += words;
+    s.numbers += numbers;
+    add_counts(&counts, s);
+}
+
+fn add_counts(counts: &[u64; C_SCRIPT as usize + SCRIPTS], s: &mut Stats) {
+    s.letters += counts[C_LETTER as usize];
+    s.digits += counts[C_DIGIT as usize];
+    s.punct += counts[C_PUNCT as usize];
+    s.newlines += counts[C_NEWLINE as usize];
+    for (k, n) in s.scripts.iter_mut().enumerate() {
+        *n += counts[C_SCRIPT as usize + k];
+    }
+}
+
+/// What the previous token was, for telling an operator from a hyphen or a slash in prose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tok {
+    None,
+    Number,
+    /// A one-character word, or a number with a one-letter suffix (`x`, `4z`).
+    Short,
+    Word,
+    Close,
+    Other,
+}
+
+/// What follows an operator, once known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rhs {
+    None,
+    Letter,
+    Digit,
+    Open,
+}
+
+/// The detailed scanner's state between bytes.
+struct Scanner {
+    s: Stats,
+    prev_class: u8,
+    prev_byte: u8,
+    // The current word (letters, digits, underscores, apostrophes inside).
+    w_chars: u32,
+    w_first: u32,
+    w_alpha: u32,
+    w_digit_first: bool,
+    w_has_digit: bool,
+    w_underscore: bool,
+    w_camel: bool,
+    w_last_lower: bool,
+    w_lower_run: u32,
+    w_greek: bool,
+    stem: StemHash,
+    // The current number.
+    in_num: bool,
+    num_hash: u64,
+    last_tok: Tok,
+    /// The last one-character word was a vowel (`a`, `y`: words in many languages).
+    last_short_vowel: bool,
+    /// A hyphen or slash after a one-letter word: an operator if the next word has one letter
+    /// too (`x-y`), prose otherwise (`t-shirt`).
+    pending_short_op: bool,
+    // The current line.
+    l_sig: u32,
+    l_head: [u8; 5],
+    l_head_len: u8,
+    l_last: u8,
+    l_pipes: u16,
+    l_tabs: u16,
+    l_tight_commas: u16,
+    l_numbers: u16,
+    l_words: u16,
+    l_open_paren: bool,
+    in_fence: bool,
+    // A run of operator characters waiting for its right-hand side.
+    op: [u8; 2],
+    op_len: u8,
+    op_lhs: Tok,
+    // Multi-byte characters.
+    cp: u32,
+    need: u8,
+    prev_cjk: u32,
+    // Position in the whole text, for the instruction zones.
+    base: usize,
+    pos: usize,
+    /// Inside double quotes: quoted text is material to work on, not instructions.
+    in_quote: bool,
+    zone_head: usize,
+    zone_tail: usize,
+}
+
+impl Scanner {
+    fn new() -> Scanner {
+        Scanner {
+            s: Stats::default(),
+            prev_class: C_SPACE,
+            prev_byte: b'\n',
+            w_chars: 0,
+            w_first: 0,
+            w_alpha: 0,
+            w_digit_first: false,
+            w_has_digit: false,
+            w_underscore: false,
+            w_camel: false,
+            w_last_lower: false,
+            w_lower_run: 0,
+            w_greek: false,
+            stem: StemHash::new(),
+            in_num: false,
+            num_hash: 0,
+            last_tok: Tok::None,
+            last_short_vowel: false,
+            pending_short_op: false,
+            l_sig: 0,
+            l_head: [0; 5],
+            l_head_len: 0,
+            l_last: 0,
+            l_pipes: 0,
+            l_tabs: 0,
+            l_tight_commas: 0,
+            l_numbers: 0,
+            l_words: 0,
+            l_open_paren: false,
+            in_fence: false,
+            op: [0; 2],
+            op_len: 0,
+            op_lhs: Tok::None,
+            cp: 0,
+            need: 0,
+            prev_cjk: 0,
+            base: 0,
+            pos: 0,
+            in_quote: false,
+            zone_head: 0,
+            zone_tail: 0,
+        }
+    }
+
+    /// Whether the current byte is near enough to either end to be part of the instruction.
+    #[inline]
+    fn in_zone(&self) -> bool {
+        (self.pos < self.zone_head || self.pos >= self.zone_tail) && !self.in_quote
+    }
+
+    /// A discontinuity: the next bytes do not follow the previous ones.
+    fn break_window(&mut self) {
+        self.end_token();
+        self.resolve_op(Rhs::None);
+        self.end_line();
+        self.need = 0;
+        self.prev_cjk = 0;
+        self.prev_class = C_SPACE;
+        self.prev_byte = b'\n';
+        self.last_tok = Tok::None;
+    }
+
+    fn end_part(&mut self) {
+        self.break_window();
+        self.in_quote = false;
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            self.pos = self.base + i;
+            // Token-estimate counts, exactly as the fast pass makes them.
+            let c = CLASS[b as usize];
+            let fresh = c != self.prev_class;
+            match c {
+                C_LETTER => {
+                    self.s.letters += 1;
+                    self.s.words += u64::from(fresh);
+                }
+                C_DIGIT => {
+                    self.s.digits += 1;
+                    self.s.numbers += u64::from(fresh);
+                }
+                C_PUNCT => self.s.punct += 1,
+                C_NEWLINE => self.s.newlines += 1,
+                C_SPACE | C_CONT => {}
+                _ => self.s.scripts[(c - C_SCRIPT) as usize] += 1,
+            }
+            self.prev_class = c;
+
+            if b < 0x80 {
+                if self.need > 0 {
+                    // A truncated multi-byte character: drop it.
+                    self.need = 0;
+                }
+                let next = bytes.get(i + 1).copied();
+                self.ascii(b, next);
+                self.prev_byte = b;
+                if c == C_LETTER && self.w_chars > 0 {
+                    // Most bytes are letters inside words: take the rest of the run at once.
+                    i = self.letter_run(bytes, i + 1);
+                    continue;
+                }
+            } else {
+                self.utf8_byte(b);
+                self.prev_byte = b;
+            }
+            i += 1;
+        }
+    }
+
+    /// Continues the current word over ASCII letters from `start`; returns the index after
+    /// them. Does what `ascii` would do for each letter, minus the work that cannot apply
+    /// inside a word (operators, numbers, line starts).
+    #[inline]
+    fn letter_run(&mut self, bytes: &[u8], start: usize) -> usize {
+        let mut j = start;
+        let first_lower = (0x61..=0x7A).contains(&self.w_first);
+        while let Some(&b) = bytes.get(j) {
+            if !b.is_ascii_alphabetic() {
+                break;
+            }
+            let lower = b.is_ascii_lowercase();
+            if !lower && self.w_lower_run >= 2 && first_lower {
+                self.w_camel = true;
+            }
+            self.w_lower_run = if lower { self.w_lower_run + 1 } else { 0 };
+            self.stem.push(u32::from(b.to_ascii_lowercase()));
+            j += 1;
+        }
+        let run = j - start;
+        if run == 0 {
+            return j;
+        }
+        let n = run as u32;
+        self.s.letters += run as u64;
+        self.w_chars += n;
+        self.w_alpha += n;
+        for &b in &bytes[start..j] {
+            if (self.l_head_len as usize) >= self.l_head.len() {
+                break;
+            }
+            self.l_head[self.l_head_len as usize] = b;
+            self.l_head_len += 1;
+        }
+        self.l_sig += n;
+        let last = bytes[j - 1];
+        self.l_last = last;
+        self.prev_byte = last;
+        self.w_last_lower = last.is_ascii_lowercase();
+        j
+    }
+
+    fn ascii(&mut self, b: u8, next: Option<u8>) {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' => {
+                self.resolve_op(Rhs::Letter);
+                if self.in_num {
+                    // `4z`, `10th`: a number with a letter suffix.
+                    self.end_number();
+                    self.w_digit_first = true;
+                }
+                self.line_char(b);
+                self.word_letter(u32::from(b), b.is_ascii_lowercase(), b.is_ascii_uppercase());
+            }
+            b'0'..=b'9' => {
+                self.resolve_op(Rhs::Digit);
+                self.line_char(b);
+                if self.w_chars > 0 && !self.in_num {
+                    // `x2`, `utf8`: digits inside a word.
+                    self.w_has_digit = true;
+                    self.w_chars += 1;
+                    self.stem.push(u32::from(b));
+                } else {
+                    if !self.in_num {
+                        self.in_num = true;
+                        self.num_hash = 0xcbf2_9ce4_8422_2325;
+                        self.l_numbers = self.l_numbers.saturating_add(1);
+                    }
+                    self.num_hash = (self.num_hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+                }
+            }
+            b' ' | b'\r' => {
+                self.end_token();
+                self.line_space();
+            }
+            b'\t' => {
+                self.end_token();
+                self.line_space();
+                if self.l_sig > 0 {
+                    self.l_tabs = self.l_tabs.saturating_add(1);
+                }
+            }
+            b'\n' => {
+                self.end_token();
+                self.resolve_op(Rhs::None);
+                self.end_line();
+            }
+            _ if b < 0x20 || b == 0x7F => self.end_token(),
+            _ => self.ascii_punct(b, next),
+        }
+    }
+
+    fn ascii_punct(&mut self, b: u8, next: Option<u8>) {
+        let next_digit = next.is_some_and(|n| n.is_ascii_digit());
+        let next_alpha = next.is_some_and(|n| n.is_ascii_alphabetic());
+        let next_ends = next.is_none_or(|n| {
+            n.is_ascii_whitespace() || matches!(n, b'"' | b'\'' | b')' | b']' | b'*' | b'_')
+        });
+        self.line_char(b);
+        match b {
+            b'.' if self.in_num && next_digit => {
+                // A decimal point: the number goes on.
+                self.num_hash = (self.num_hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+            }
+            b',' if self.in_num && next_digit => {
+                // A thousands separator (or a list of numbers without spaces).
+                self.l_tight_commas = self.l_tight_commas.saturating_add(1);
+                self.num_hash = (self.num_hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+            }
+            b'_' if self.w_chars > 0 && (next_alpha || next_digit) => {
+                self.w_underscore = true;
+                self.w_chars += 1;
+            }
+            b'\'' if self.w_alpha > 0 && next_alpha => {
+                // An apostrophe inside a word (`don't`, `l'eau`).
+                self.w_chars += 1;
+            }
+            _ => {
+                let was_word = self.w_chars > 0;
+                let prev_alnum = self.prev_byte.is_ascii_alphanumeric();
+                self.end_token();
+                match b {
+                    b'.' => {
+                        if prev_alnum && next_alpha && was_word {
+                            // `file.txt`, `obj.method`.
+                            self.s.idents += 1;
+                        } else if next_ends && self.prev_byte != b'.' && self.prev_byte != b' ' {
+                            self.s.sentences += u32::from(self.in_zone());
+                        }
+                        self.last_tok = Tok::Other;
+                    }
+                    b'?' => {
+                        if self.prev_byte != b'?' && self.in_zone() {
+                            self.s.questions += 1;
+                            self.s.premises = self.s.sentences;
+                        }
+                        self.last_tok = Tok::Other;
+                    }
+                    b'"' => {
+                        self.s.quotes += 1;
+                        self.in_quote = !self.in_quote;
+                        if next == Some(b':') {
+                            self.s.json_keys += 1;
+                        }
+                        self.last_tok = Tok::Other;
+                    }
+                    b'`' => {
+                        self.s.ticks += 1;
+                        self.last_tok = Tok::Other;
+                    }
+                    b'(' | b'[' | b'{' => {
+                        self.resolve_op(Rhs::Open);
+                        self.s.brackets += 1;
+                        if b == b'(' {
+                            self.l_open_paren = true;
+                        }
+                        self.last_tok = Tok::Other;
+                    }
+                    b')' | b']' | b'}' => {
+                        self.resolve_op(Rhs::None);
+                        self.s.brackets += 1;
+                        self.last_tok = Tok::Close;
+                    }
+                    b',' | b';' => {
+                        if next.is_some_and(|n| n == b' ') && !self.in_fence {
+                            self.s.clauses += u32::from(self.in_zone());
+                        } else if b == b',' && next.is_some_and(|n| !n.is_ascii_whitespace()) {
+                            self.l_tight_commas = self.l_tight_commas.saturating_add(1);
+                        }
+                        self.resolve_op(Rhs::None);
+                        self.last_tok = Tok::Other;
+                    }
+                    b'\\' => {
+                        if next_alpha {
+                            // A LaTeX command (`\frac`, `\sum`).
+                            self.s.math_syms += 1;
+                        }
+                        self.last_tok = Tok::Other;
+                    }
+                    b'$' => {
+                        if next_alpha || next == Some(b'\\') {
+                            // `$x$`, `$\alpha$`; a `$` before a digit is a price.
+                            self.s.math_syms += 1;
+                        }
+                        self.last_tok = Tok::Other;
+                    }
+                    b'!' if next != Some(b'=') => {
+                        if next_ends {
+                            self.s.sentences += u32::from(self.in_zone());
+                        }
+                        self.last_tok = Tok::Other;
+                    }
+                    b'=' | b'+' | b'-' | b'*' | b'/' | b'^' | b'<' | b'>' | b'%' | b'&' | b'|'
+                    | b':' | b'!' | b'~' => {
+                        if b == b'|' {
+                            self.l_pipes = self.l_pipes.saturating_add(1);
+                        }
+                        self.op_char(b);
+                    }
+                    _ => {
+                        self.resolve_op(Rhs::None);
+                        self.last_tok = Tok::Other;
+                    }
+                }
+            }
+        }
+    }
+
+    /// An operator character: starts or extends a run.
+    fn op_char(&mut self, b: u8) {
+        if self.op_len == 0 {
+            self.op_lhs = self.last_tok;
+            self.op[0] = b;
+            self.op_len = 1;
+        } else if self.op_len == 1 && self.prev_byte == self.op[0] {
+            self.op[1] = b;
+            self.op_len = 2;
+        } else {
+            // A third character, or one after a space: judge the run without a right-hand side.
+            self.resolve_op(Rhs::None);
+            self.op_lhs = Tok::Other;
+            self.op[0] = b;
+            self.op_len = 1;
+        }
+    }
+
+    /// Judges a pending operator run now that what follows it is known.
+    fn resolve_op(&mut self, rhs: Rhs) {
+        if self.op_len == 0 {
+            return;
+        }
+        if self.in_fence {
+            // Inside a code block every operator is code.
+            self.s.code_ops += 1;
+            self.op_len = 0;
+            self.last_tok = Tok::Other;
+            return;
+        }
+        let lhs = self.op_lhs;
+        let operand = matches!(lhs, Tok::Number | Tok::Short | Tok::Word | Tok::Close);
+        let has_rhs = rhs != Rhs::None;
+        if self.op_len == 1 {
+            let counts = match self.op[0] {
+                b'=' | b'+' | b'*' | b'^' | b'<' | b'>' => operand && has_rhs,
+                // `x % 2` is an operator; `15% of` is a percentage.
+                b'%' => operand && matches!(rhs, Rhs::Digit | Rhs::Open),
+                // A hyphen or slash between words is prose (`well-known`, `and/or`, `a-t-il`).
+                b'-' | b'/' => match lhs {
+                    Tok::Number | Tok::Close => has_rhs,
+                    Tok::Short if !self.last_short_vowel => match rhs {
+                        Rhs::Digit | Rhs::Open => true,
+                        Rhs::Letter => {
+                            self.pending_short_op = true;
+                            false
+                        }
+                        Rhs::None => false,
+                    },
+                    _ => false,
+                },
+                _ => false,
+            };
+            if counts {
+                self.s.math_ops += 1;
+            }
+        } else {
+            match (self.op[0], self.op[1]) {
+                (b'<', b'=') | (b'>', b'=') if operand && has_rhs => self.s.math_ops += 1,
+                (b'=', b'=')
+                | (b'!', b'=')
+                | (b'-', b'>')
+                | (b'=', b'>')
+                | (b':', b':')
+                | (b'&', b'&')
+                | (b'|', b'|')
+                | (b'+', b'=')
+                | (b'-', b'=')
+                | (b'*', b'=')
+                | (b'/', b'=')
+                | (b':', b'=')
+                | (b'<', b'<')
+                | (b'>', b'>')
+                | (b'/', b'/')
+                | (b'/', b'*') => self.s.code_ops += 1,
+                (b'*', b'*') if operand && has_rhs => self.s.code_ops += 1,
+                // `--flag`
+                (b'-', b'-') if rhs == Rhs::Letter && !operand => self.s.code_ops += 1,
+                _ => {}
+            }
+        }
+        self.op_len = 0;
+        self.last_tok = Tok::Other;
+    }
+
+    fn word_letter(&mut self, c: u32, lower: bool, upper: bool) {
+        if self.w_chars == 0 {
+            self.w_first = c;
+            self.stem = StemHash::new();
+        } else if upper && self.w_lower_run >= 2 && (0x61..=0x7A).contains(&self.w_first) {
+            // camelCase (`getValue`); PascalCase (`YouTube`) and `iPhone` are names.
+            self.w_camel = true;
+        }
+        self.w_lower_run = if lower { self.w_lower_run + 1 } else { 0 };
+        self.w_chars += 1;
+        self.w_alpha += 1;
+        self.w_last_lower = lower;
+        self.stem.push(lexicon::fold(c));
+    }
+
+    fn end_number(&mut self) {
+        if self.in_num {
+            self.in_num = false;
+            self.s.number_set |= 1u64 << (self.num_hash % 64);
+            self.last_tok = Tok::Number;
+        }
+    }
+
+    /// Ends the current word or number, if any.
+    fn end_token(&mut self) {
+        if self.in_num {
+            self.end_number();
+            return;
+        }
+        if self.w_chars == 0 {
+            return;
+        }
+        let chars = self.w_chars;
+        self.l_words = self.l_words.saturating_add(1);
+        if self.pending_short_op {
+            self.pending_short_op = false;
+            if chars == 1 {
+                self.s.math_ops += 1;
+            }
+        }
+        self.last_short_vowel = false;
+        if self.w_digit_first {
+            // `4z` is a coefficient and a variable; `3rd` and `10th` are ordinals.
+            if self.w_alpha == 1 && !self.in_fence {
+                self.s.vars += 1;
+            }
+            self.last_tok = Tok::Short;
+        } else {
+            if self.w_underscore || self.w_camel || (self.w_has_digit && chars >= 2) {
+                self.s.idents += 1;
+            }
+            if chars == 1 {
+                let c = self.w_first;
+                let vowel = matches!(
+                    c,
+                    0x61 | 0x65
+                        | 0x69
+                        | 0x6F
+                        | 0x75
+                        | 0x79
+                        | 0x41
+                        | 0x45
+                        | 0x49
+                        | 0x4F
+                        | 0x55
+                        | 0x59
+                );
+                self.last_short_vowel = vowel;
+                if c < 0x80 && !vowel && !self.in_fence {
+                    // One-letter names in code are code, not algebra.
+                    self.s.vars += 1;
+                } else if self.w_greek {
+                    self.s.math_syms += 1;
+                }
+                self.last_tok = Tok::Short;
+            } else {
+                self.last_tok = Tok::Word;
+            }
+            if !self.w_has_digit
+                && !self.w_underscore
+                && self.in_zone()
+                && let Some(cue) = lexicon::cue_of(&self.stem, chars)
+            {
+                self.s.cues[cue as usize] += 1;
+            }
+        }
+        self.w_chars = 0;
+        self.w_alpha = 0;
+        self.w_digit_first = false;
+        self.w_has_digit = false;
+        self.w_underscore = false;
+        self.w_camel = false;
+        self.w_last_lower = false;
+        self.w_lower_run = 0;
+        self.w_greek = false;
+    }
+
+    /// Records a significant (non-space) byte of the current line.
+    fn line_char(&mut self, b: u8) {
+        if (self.l_head_len as usize) < self.l_head.len() {
+            self.l_head[self.l_head_len as usize] = b;
+            self.l_head_len += 1;
+        }
+        self.l_sig += 1;
+        self.l_last = b;
+    }
+
+    /// A space inside the line: kept in the head, where it separates `1.` from the text.
+    fn line_space(&mut self) {
+        if self.l_sig > 0 && (self.l_head_len as usize) < self.l_head.len() {
+            self.l_head[self.l_head_len as usize] = b' ';
+            self.l_head_len += 1;
+        }
+    }
+
+    fn end_line(&mut self) {
+        if self.l_sig == 0 {
+            // A blank line ends any quotation left open.
+            self.in_quote = false;
+        }
+        if self.l_sig > 0 {
+            self.s.lines += 1;
+            let head = &self.l_head[..self.l_head_len as usize];
+            if head.starts_with(b"```") || head.starts_with(b"~~~") {
+                self.s.fences += 1;
+                self.in_fence = !self.in_fence;
+            } else if self.in_fence {
+                self.s.code_lines += 1;
+            } else {
+                match line_kind(head) {
+                    LineKind::Enumerated => self.s.enum_lines += 1,
+                    LineKind::Bullet => self.s.bullet_lines += 1,
+                    LineKind::Heading => self.s.heading_lines += 1,
+                    LineKind::Plain => {}
+                }
+                let code_end = matches!(self.l_last, b';' | b'{' | b'}')
+                    || (self.l_last == b':' && self.l_open_paren)
+                    || (self.l_last == b')' && self.l_open_paren && self.l_words <= 4);
+                if code_end {
+                    self.s.code_lines += 1;
+                }
+            }
+            let data = self.l_pipes >= 2
+                || self.l_tabs >= 2
+                || self.l_tight_commas >= 2
+                || (self.l_numbers >= 3 && self.l_numbers * 2 >= self.l_words);
+            if data {
+                self.s.data_rows += 1;
+            }
+        }
+        self.l_sig = 0;
+        self.l_head_len = 0;
+        self.l_last = 0;
+        self.l_pipes = 0;
+        self.l_tabs = 0;
+        self.l_tight_commas = 0;
+        self.l_numbers = 0;
+        self.l_words = 0;
+        self.l_open_paren = false;
+    }
+
+    fn utf8_byte(&mut self, b: u8) {
+        if b >= 0xC0 {
+            let (need, bits) = match b {
+                0xC0..=0xDF => (1, u32::from(b & 0x1F)),
+                0xE0..=0xEF => (2, u32::from(b & 0x0F)),
+                0xF0..=0xF7 => (3, u32::from(b & 0x07)),
+                _ => (0, 0),
+            };
+            self.need = need;
+            self.cp = bits;
+            if need == 0 {
+                self.end_token();
+            }
+            return;
+        }
+        // A continuation byte.
+        if self.need == 0 {
+            return;
+        }
+        self.cp = (self.cp << 6) | u32::from(b & 0x3F);
+        self.need -= 1;
+        if self.need == 0 {
+            self.char(self.cp);
+        }
+    }
+
+    /// A complete non-ASCII character.
+    fn char(&mut self, c: u32) {
+        let is_cjk = matches!(c, 0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x2FFFF);
+        if is_cjk {
+            self.end_token();
+            self.resolve_op(Rhs::Letter);
+            self.line_marker(0xE3);
+            self.l_words = self.l_words.saturating_add(1);
+            if self.prev_cjk != 0
+                && self.in_zone()
+                && let Some(cue) = lexicon::lookup(lexicon::pair_key(self.prev_cjk, c))
+            {
+                self.s.cues[cue as usize] += 1;
+            }
+            self.prev_cjk = c;
+            self.last_tok = Tok::Word;
+            return;
+        }
+        self.prev_cjk = 0;
+        let letter = matches!(c,
+            0xC0..=0xD6 | 0xD8..=0xF6 | 0xF8..=0x24F | 0x370..=0x3FF | 0x400..=0x52F
+            | 0x531..=0x58F | 0x5D0..=0x5EA | 0x620..=0x64A | 0x660..=0x669 | 0x671..=0x6D3
+            | 0x900..=0x963 | 0x966..=0xDFF | 0xE00..=0xE7F | 0x10A0..=0x10FF | 0x1100..=0x11FF
+            | 0x1E00..=0x1FFF | 0xAC00..=0xD7AF);
+        if letter {
+            self.resolve_op(Rhs::Letter);
+            if self.in_num {
+                self.end_number();
+                self.w_digit_first = true;
+            }
+            self.line_marker(0xC3);
+            let greek = (0x370..=0x3FF).contains(&c);
+            if self.w_chars == 0 {
+                self.w_greek = greek;
+            }
+            let lower = !(0x410..=0x42F).contains(&c);
+            self.word_letter(c, lower, !lower);
+            return;
+        }
+        self.end_token();
+        match c {
+            // Sentence ends: ideographic and full-width full stop and exclamation, danda.
+            0x3002 | 0xFF0E | 0xFF01 | 0x0964 | 0x0965 | 0x06D4 => {
+                self.resolve_op(Rhs::None);
+                self.s.sentences += u32::from(self.in_zone());
+                self.line_marker(0xE3);
+                self.last_tok = Tok::Other;
+            }
+            // Question marks: full-width, Arabic, Greek.
+            0xFF1F | 0x061F | 0x037E => {
+                self.resolve_op(Rhs::None);
+                if self.in_zone() {
+                    self.s.questions += 1;
+                    self.s.premises = self.s.sentences;
+                }
+                self.line_marker(0xE3);
+                self.last_tok = Tok::Other;
+            }
+            // Quotation marks.
+            0x201C | 0x201D | 0x201E | 0xAB | 0xBB | 0x300C..=0x300F => {
+                self.s.quotes += 1;
+                self.in_quote = matches!(c, 0x201C | 0x201E | 0xAB | 0x300C | 0x300E);
+                self.line_marker(0xE2);
+                self.last_tok = Tok::Other;
+            }
+            // Bullets: •, ●, ▪, ・, ◦.
+            0x2022 | 0x25CF | 0x25AA | 0x30FB | 0x25E6 => {
+                self.line_marker(0x95);
+                self.last_tok = Tok::Other;
+            }
+            // Circled numbers: ①…⑳.
+            0x2460..=0x2473 => {
+                self.line_marker(0x31);
+                self.line_marker(0x2E);
+                self.line_marker(b' ');
+                self.last_tok = Tok::Other;
+            }
+            // Box drawing: a table.
+            0x2500..=0x257F => {
+                self.l_pipes = self.l_pipes.saturating_add(1);
+                self.line_marker(0xE2);
+                self.last_tok = Tok::Other;
+            }
+            // Mathematics: ±, ×, ÷, super- and subscripts, arrows, operators, technical.
+            0xB1
+            | 0xD7
+            | 0xF7
+            | 0xB2
+            | 0xB3
+            | 0xB9
+            | 0x2070..=0x209F
+            | 0x2190..=0x23FF
+            | 0x2A00..=0x2AFF
+            | 0x1D400..=0x1D7FF => {
+                self.s.math_syms += 1;
+                self.line_marker(0xE2);
+                self.resolve_op(Rhs::Open);
+                self.last_tok = Tok::Short;
+            }
+            // Ideographic comma, full-width comma and semicolon, Arabic comma: phrase separators.
+            0x3001 | 0xFF0C | 0xFF1B | 0x060C => {
+                self.s.clauses += u32::from(self.in_zone());
+                self.line_marker(0xE3);
+                self.last_tok = Tok::Other;
+            }
+            // Full-width colon.
+            0xFF1A => {
+                self.line_marker(0xE3);
+                self.last_tok = Tok::Other;
+            }
+            _ => {
+                self.line_marker(0xE2);
+                self.last_tok = Tok::Other;
+            }
+        }
+    }
+
+    /// A non-ASCII significant character on the line, recorded as one marker byte in the
+    /// line head (bullets and enumerations are recognised from the head).
+    fn line_marker(&mut self, marker: u8) {
+        self.line_char(marker);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineKind {
+    Enumerated,
+    Bullet,
+    Heading,
+    Plain,
+}
+
+/// Classifies a line by its first bytes (after indentation).
+fn line_kind(head: &[u8]) -> LineKind {
+    let sep = |b: Option<&u8>| b.is_none_or(|b| *b == b' ' || *b == b'\t');
+    match head {
+        [b'-' | b'*' | b'+' | 0x95, rest @ ..] if sep(rest.first()) => LineKind::Bullet,
+        [b'#', rest @ ..] if sep(rest.first()) || rest.first() == Some(&b'#') => LineKind::Heading,
+        // `(a)`, `(1)`
+        [b'(', x, b')', ..] if x.is_ascii_alphanumeric() => LineKind::Enumerated,
+        // `a)`, `b.`, `A.` followed by a space
+        [x, b')' | b'.', rest @ ..] if x.is_ascii_alphabetic() && sep(rest.first()) => {
+            LineKind::Enumerated
+        }
+        _ => {
+            let digits = head.iter().take_while(|b| b.is_ascii_digit()).count();
+            if (1..=3).contains(&digits) {
+                match head.get(digits) {
+                    Some(b'.' | b')' | b':') if sep(head.get(digits + 1)) => LineKind::Enumerated,
+                    // `1、` (ideographic comma recorded as a marker)
+                    Some(0xE3) => LineKind::Enumerated,
+                    _ => LineKind::Plain,
+                }
+            } else {
+                LineKind::Plain
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(text: &str) -> Stats {
+        scan(&Content::Text(text), Depth::Full)
+    }
+
+    #[test]
+    fn counts_operators_between_operands_but_not_hyphens_in_prose() {
+        let s = stats("x+y = 4z, x*y = 4z^2, express x-y in z");
+        assert!(s.math_ops >= 6, "{s:?}");
+        assert!(s.vars >= 4, "{s:?}");
+        for prose in [
+            "A well-known and/or state-of-the-art approach.",
+            "Y a-t-il un t-shirt ?",
+            "What is 15% of 80?",
+        ] {
+            assert_eq!(stats(prose).math_ops, 0, "{prose}: {:?}", stats(prose));
+        }
+        assert_eq!(stats("n-1, x-y, x % 2, (a+b)/2").math_ops, 5);
+    }
+
+    #[test]
+    fn recognises_enumerations_bullets_and_questions() {
+        let s =
+            stats("Answer these:\n1. What is it?\n2) Why?\na) first\n- bullet\n• dot\n# Title\n");
+        assert_eq!(s.enum_lines, 3, "{s:?}");
+        assert_eq!(s.bullet_lines, 2, "{s:?}");
+        assert_eq!(s.heading_lines, 1, "{s:?}");
+        // Items introduced by a colon count as items, not as questions of the instruction.
+        assert_eq!(s.questions, 0, "{s:?}");
+        assert_eq!(stats("What is it? And why?").questions, 2);
+    }
+
+    #[test]
+    fn finds_code_in_fences_and_by_line_endings() {
+        let s = stats("Fix this:\n```\nfn main() {\n    let x_y = foo.bar(a, b) + 1;\n}\n```\n");
+        assert_eq!(s.fences, 2);
+        assert_eq!(
+            (s.math_ops, s.vars),
+            (0, 0),
+            "operators and names in code are code"
+        );
+        assert_eq!(s.code_lines, 3);
+        assert!(s.idents >= 2, "{s:?}");
+        let s = stats("if (a == b) {\n  return a && b;\n}");
+        assert!(s.code_lines >= 2 && s.code_ops >= 2, "{s:?}");
+    }
+
+    #[test]
+    fn finds_data_rows_and_json_keys() {
+        let s = stats("Date,Open,Close\n2022-01-01,150.02,153.80\n2022-01-02,154.32,156.25\n");
+        assert_eq!(s.data_rows, 3, "{s:?}");
+        let s = stats(r#"{"name": "a", "age": 3}"#);
+        assert_eq!(s.json_keys, 2);
+        let s = stats("| a | b |\n|---|---|\n| 1 | 2 |\n");
+        assert_eq!(s.data_rows, 3);
+    }
+
+    #[test]
+    fn premises_are_the_statements_before_the_question() {
+        let s = stats("A is the father of B. B is the father of C. What is A to C?");
+        assert_eq!(s.premises, 2);
+        assert_eq!(s.questions, 1);
+        let s = stats("甲比乙高。乙比丙高。谁最高？");
+        assert_eq!(s.premises, 2);
+        assert_eq!(s.questions, 1);
+    }
+
+    #[test]
+    fn distinct_numbers_and_decimals() {
+        let s = stats("3.14 and 3.14 and 2,000 and 7");
+        assert_eq!(s.numbers, 7, "digit runs, for the token estimate");
+        assert!(
+            s.distinct_numbers() >= 2 && s.distinct_numbers() <= 3,
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn cues_in_several_languages() {
+        let s = stats("Prove the theorem. Докажите, что это так. 请证明这个定理。");
+        assert!(s.cue(Cue::Math) >= 3, "{s:?}");
+        let s = stats("Implement the algorithm in Python and return JSON.");
+        assert!(s.cue(Cue::Code) >= 2 && s.cue(Cue::Format) == 1, "{s:?}");
+    }
+
+    #[test]
+    fn token_estimate_is_near_bpe_counts() {
+        // Ranges typical of current BPE tokenizers for such sentences.
+        let en =
+            "The quick brown fox jumps over the lazy dog while the farmer watches from the porch.";
+        let t = stats(en).tokens();
+        assert!((15..=22).contains(&t), "{t}");
+        let zh = "今天天气很好，我们去公园散步吧。";
+        let t = stats(zh).tokens();
+        assert!((10..=18).contains(&t), "{t}");
+        assert_eq!(stats("").tokens(), 0);
+        assert_eq!(stats("a").tokens(), 1);
+    }
+
+    #[test]
+    fn long_texts_are_sampled_and_counted_linearly() {
+        let para = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. ";
+        let text = para.repeat(4000);
+        let s = stats(&text);
+        assert!(
+            s.detailed_bytes < (text.len() / 4) as u64,
+            "{}",
+            s.detailed_bytes
+        );
+        let small = stats(&para.repeat(40)).tokens() * 100;
+        let big = s.tokens();
+        assert!(big.abs_diff(small) * 20 < small, "{big} vs {small}");
+    }
+
+    #[test]
+    fn instruction_zones_leave_out_a_pasted_document() {
+        let doc =
+            "Summarize this:\nOne, two, three. Four, five, six. Seven?\nEight, nine.\n\nBe brief.";
+        let s = stats(doc);
+        assert_eq!((s.clauses, s.sentences, s.questions), (0, 1, 0), "{s:?}");
+        let doc = format!(
+            "Read this.\n\n{}\n\nWhat is the title? Why?",
+            "Words, words, words. ".repeat(50)
+        );
+        let s = stats(&doc);
+        assert_eq!((s.clauses, s.questions), (0, 2), "{s:?}");
+        let s = stats("Is this spam? \"Win now, click here, claim it.\" Answer yes or no.");
+        assert_eq!(s.clauses, 0, "{s:?}");
+        let s = stats("Explain A, B, and C.");
+        assert_eq!(s.clauses, 2, "{s:?}");
+    }
+
+    #[test]
+    fn windows_cover_head_samples_and_tail_in_order() {
+        let w = Windows {
+            total: 100_000,
+            head: FULL_HEAD,
+            tail: FULL_TAIL,
+            sampled: true,
+        };
+        let mut pos = 0;
+        let mut ranges = Vec::new();
+        while pos < w.total {
+            let (s, e) = w.next_detail(pos);
+            assert!(e > pos && s < e, "{s} {e} at {pos}");
+            ranges.push((s, e));
+            pos = e;
+        }
+        assert_eq!(ranges.first(), Some(&(0, FULL_HEAD)));
+        assert_eq!(ranges.last(), Some(&(100_000 - FULL_TAIL, 100_000)));
+        assert!(ranges.len() >= 6, "{ranges:?}");
+        assert!(ranges.windows(2).all(|p| p[0].1 <= p[1].0));
+    }
+}

@@ -1,0 +1,537 @@
+//! Model selection: from a classification and a catalog to a chosen model, ranked
+//! alternatives with this request's estimated cost and latency, and a one-line reason.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::str::FromStr;
+
+use cognitude_catalog::{Capabilities, Catalog, ModelInfo, Money, TokenUsage};
+
+use crate::classify::{Classification, Tier};
+use crate::error::{Error, Rejections, Result};
+
+/// What selection optimises.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
+pub enum Mode {
+    /// The cheapest model whose quality meets the tier's bar.
+    #[default]
+    Cost,
+    /// The fastest model (time to first token plus generation) that meets the bar.
+    Latency,
+    /// The best model within the constraints, whatever it costs.
+    Quality,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 3] = [Mode::Cost, Mode::Latency, Mode::Quality];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Cost => "cost",
+            Mode::Latency => "latency",
+            Mode::Quality => "quality",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Mode> {
+        match s {
+            "cost" => Ok(Mode::Cost),
+            "latency" => Ok(Mode::Latency),
+            "quality" => Ok(Mode::Quality),
+            other => Err(Error::UnknownMode(other.to_owned())),
+        }
+    }
+}
+
+/// The lowest catalog quality (0–100) a model needs to serve each tier, in cost and latency
+/// modes. Valid when each is at most 100 and `simple ≤ medium ≤ complex`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "RawBars"))]
+pub struct QualityBars {
+    simple: u32,
+    medium: u32,
+    complex: u32,
+}
+
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBars {
+    simple: u32,
+    medium: u32,
+    complex: u32,
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<RawBars> for QualityBars {
+    type Error = Error;
+
+    fn try_from(r: RawBars) -> Result<QualityBars> {
+        QualityBars::new(r.simple, r.medium, r.complex)
+    }
+}
+
+impl QualityBars {
+    /// Simple: any current small model; medium: the better small models (gpt-4.1-mini,
+    /// gemini-2.5-flash class); complex: reasoning-capable frontier-adjacent models.
+    pub const DEFAULT: QualityBars = QualityBars {
+        simple: 55,
+        medium: 74,
+        complex: 85,
+    };
+
+    pub fn new(simple: u32, medium: u32, complex: u32) -> Result<QualityBars> {
+        if complex > 100 {
+            return Err(Error::InvalidQualityBars(format!(
+                "quality is 0–100 (complex bar {complex})"
+            )));
+        }
+        if simple > medium || medium > complex {
+            return Err(Error::InvalidQualityBars(format!(
+                "need simple ≤ medium ≤ complex (got {simple}, {medium}, {complex})"
+            )));
+        }
+        Ok(QualityBars {
+            simple,
+            medium,
+            complex,
+        })
+    }
+
+    pub fn bar(&self, tier: Tier) -> u32 {
+        match tier {
+            Tier::Simple => self.simple,
+            Tier::Medium => self.medium,
+            Tier::Complex => self.complex,
+        }
+    }
+}
+
+impl Default for QualityBars {
+    fn default() -> QualityBars {
+        QualityBars::DEFAULT
+    }
+}
+
+/// Hard limits on which models may serve a request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Constraints {
+    /// Model ids allowed; empty allows every model.
+    pub allowed_models: Vec<String>,
+    /// Providers allowed; empty allows every provider.
+    pub allowed_providers: Vec<String>,
+    /// Capabilities every candidate must have, on top of what the request itself needs.
+    pub required: Capabilities,
+    /// The most this request may cost, estimated.
+    pub price_ceiling: Option<Money>,
+}
+
+impl Constraints {
+    fn allows(&self, m: &ModelInfo) -> bool {
+        (self.allowed_models.is_empty() || self.allowed_models.contains(&m.id))
+            && (self.allowed_providers.is_empty() || self.allowed_providers.contains(&m.provider))
+    }
+}
+
+/// A model that could serve the request, with this request's estimates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidate<'c> {
+    pub model: &'c ModelInfo,
+    /// Estimated cost: estimated input tokens and expected output tokens at the catalog's
+    /// prices (exact arithmetic on the estimates).
+    pub cost: Money,
+    /// Estimated time to the last token: typical latency plus expected output at typical speed.
+    pub latency_ms: u64,
+    /// Whether the model's quality reaches the tier's bar.
+    pub meets_bar: bool,
+}
+
+/// The chosen model and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selection<'c> {
+    pub model: &'c ModelInfo,
+    pub mode: Mode,
+    pub tier: Tier,
+    /// The quality bar that applied (0 in quality mode).
+    pub bar: u32,
+    pub cost: Money,
+    pub latency_ms: u64,
+    /// Output tokens the estimates assume.
+    pub output_tokens: u64,
+    /// Every model that satisfies the constraints, best first; the chosen model leads.
+    pub candidates: Vec<Candidate<'c>>,
+    /// One line for a person: what was chosen and why.
+    pub reason: String,
+}
+
+/// Chooses a model for classified requests.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Selector {
+    pub mode: Mode,
+    pub constraints: Constraints,
+    pub bars: QualityBars,
+}
+
+/// Output tokens assumed when estimating a request of each tier, unless `max_tokens` is lower.
+pub const EXPECTED_OUTPUT_TOKENS: [u64; 3] = [250, 700, 1500];
+
+/// The output tokens the estimates assume for a tier and an optional `max_tokens`.
+pub fn expected_output_tokens(tier: Tier, max_tokens: Option<u64>) -> u64 {
+    let typical = EXPECTED_OUTPUT_TOKENS[tier as usize];
+    max_tokens.map_or(typical, |m| m.min(typical))
+}
+
+/// This request's estimated cost and latency on one model.
+pub fn estimate(model: &ModelInfo, input_tokens: u64, output_tokens: u64) -> (Money, u64) {
+    let usage = TokenUsage {
+        input: input_tokens,
+        output: output_tokens,
+        ..TokenUsage::default()
+    };
+    let generation = output_tokens.saturating_mul(1000) / u64::from(model.tokens_per_second.max(1));
+    (
+        model.cost(&usage),
+        u64::from(model.latency_ms).saturating_add(generation),
+    )
+}
+
+impl Selector {
+    pub fn new(mode: Mode) -> Selector {
+        Selector {
+            mode,
+            ..Selector::default()
+        }
+    }
+
+    /// Chooses a model from `catalog` for a classified request.
+    pub fn select<'c>(&self, catalog: &'c Catalog, c: &Classification) -> Result<Selection<'c>> {
+        if catalog.is_empty() {
+            return Err(Error::EmptyCatalog);
+        }
+        let bar = match self.mode {
+            Mode::Quality => 0,
+            Mode::Cost | Mode::Latency => self.bars.bar(c.tier),
+        };
+        let out = expected_output_tokens(c.tier, c.max_tokens);
+        let mut rejected = Rejections {
+            considered: catalog.len(),
+            ..Rejections::default()
+        };
+        let mut candidates = Vec::with_capacity(catalog.len());
+        for m in catalog.models() {
+            if !self.constraints.allows(m) {
+                rejected.not_allowed += 1;
+                continue;
+            }
+            if !m.capabilities.covers(&c.needs)
+                || !m.capabilities.covers(&self.constraints.required)
+            {
+                rejected.missing_capability += 1;
+                continue;
+            }
+            let reserved = c.max_tokens.unwrap_or(out);
+            if c.input_tokens.saturating_add(reserved) > m.context_window
+                || c.max_tokens.is_some_and(|mt| mt > m.max_output)
+            {
+                rejected.too_small += 1;
+                continue;
+            }
+            let (cost, latency_ms) = estimate(m, c.input_tokens, out);
+            if self
+                .constraints
+                .price_ceiling
+                .is_some_and(|ceil| cost > ceil)
+            {
+                rejected.over_price += 1;
+                continue;
+            }
+            candidates.push(Candidate {
+                model: m,
+                cost,
+                latency_ms,
+                meets_bar: m.quality >= bar,
+            });
+        }
+        let mode = self.mode;
+        candidates.sort_by(|a, b| rank(mode, a, b));
+        let Some(&best) = candidates.first() else {
+            return Err(Error::NoModel(rejected));
+        };
+        let reason = reason(mode, c, bar, &best, candidates.len());
+        Ok(Selection {
+            model: best.model,
+            mode,
+            tier: c.tier,
+            bar,
+            cost: best.cost,
+            latency_ms: best.latency_ms,
+            output_tokens: out,
+            candidates,
+            reason,
+        })
+    }
+}
+
+/// Best first. Models that meet the bar come first, ordered by the mode; those below it after,
+/// best quality first. Ties fall to the next criterion and finally to the model id, so the
+/// order never depends on the catalog's order.
+fn rank(mode: Mode, a: &Candidate<'_>, b: &Candidate<'_>) -> Ordering {
+    let quality = |x: &Candidate<'_>| std::cmp::Reverse(x.model.quality);
+    b.meets_bar
+        .cmp(&a.meets_bar)
+        .then_with(|| {
+            if !a.meets_bar {
+                return quality(a)
+                    .cmp(&quality(b))
+                    .then(a.cost.cmp(&b.cost))
+                    .then(a.latency_ms.cmp(&b.latency_ms));
+            }
+            match mode {
+                Mode::Cost => a
+                    .cost
+                    .cmp(&b.cost)
+                    .then(quality(a).cmp(&quality(b)))
+                    .then(a.latency_ms.cmp(&b.latency_ms)),
+                Mode::Latency => a
+                    .latency_ms
+                    .cmp(&b.latency_ms)
+                    .then(a.cost.cmp(&b.cost))
+                    .then(quality(a).cmp(&quality(b))),
+                Mode::Quality => quality(a)
+                    .cmp(&quality(b))
+                    .then(a.cost.cmp(&b.cost))
+                    .then(a.latency_ms.cmp(&b.latency_ms)),
+            }
+        })
+        .then_with(|| a.model.id.cmp(&b.model.id))
+}
+
+fn reason(mode: Mode, c: &Classification, bar: u32, best: &Candidate<'_>, n: usize) -> String {
+    let what = format!("{} request (score {:.2})", c.tier, c.score);
+    let id = &best.model.id;
+    if !best.meets_bar {
+        return format!(
+            "{what}: no allowed model reaches quality {bar}; {id} is the best available (quality {})",
+            best.model.quality
+        );
+    }
+    match mode {
+        Mode::Cost => format!(
+            "{what}: {id} is the cheapest of {n} eligible models with quality ≥ {bar} (~${} est.)",
+            best.cost
+        ),
+        Mode::Latency => format!(
+            "{what}: {id} is the fastest of {n} eligible models with quality ≥ {bar} (~{:.1} s est.)",
+            best.latency_ms as f64 / 1000.0
+        ),
+        Mode::Quality => format!(
+            "{what}: {id} has the highest quality ({}) of {n} eligible models",
+            best.model.quality
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::Classifier;
+    use crate::request::{Message, Request};
+
+    const CATALOG: &str = r#"
+        [[model]]
+        id = "small"
+        provider = "a"
+        input = 0.1
+        output = 0.4
+        context_window = 16000
+        max_output = 4000
+        capabilities = ["json"]
+        quality = 60
+        latency_ms = 300
+        tokens_per_second = 200
+
+        [[model]]
+        id = "mid"
+        provider = "b"
+        input = 0.5
+        output = 2
+        context_window = 128000
+        max_output = 16000
+        capabilities = ["json", "tools"]
+        quality = 78
+        latency_ms = 500
+        tokens_per_second = 100
+
+        [[model]]
+        id = "big"
+        provider = "a"
+        input = 3
+        output = 15
+        context_window = 200000
+        max_output = 64000
+        capabilities = ["json", "tools", "vision", "reasoning"]
+        quality = 94
+        latency_ms = 1500
+        tokens_per_second = 60
+    "#;
+
+    fn catalog() -> Catalog {
+        Catalog::from_toml(CATALOG).unwrap()
+    }
+
+    fn classification(text: &str) -> Classification {
+        Classifier::default().classify(&Request::new(&[Message::user(text)]))
+    }
+
+    fn with_tier(tier: Tier) -> Classification {
+        let mut c = classification("hello there");
+        c.tier = tier;
+        c
+    }
+
+    fn check(selector: &Selector, c: &Classification, expected: &str) {
+        let cat = catalog();
+        let s = selector.select(&cat, c).unwrap();
+        assert_eq!(s.model.id, expected, "{}", s.reason);
+        assert_eq!(s.candidates[0].model.id, expected);
+    }
+
+    #[test]
+    fn cost_mode_takes_the_cheapest_model_meeting_the_bar() {
+        let s = Selector::new(Mode::Cost);
+        check(&s, &with_tier(Tier::Simple), "small");
+        check(&s, &with_tier(Tier::Medium), "mid");
+        check(&s, &with_tier(Tier::Complex), "big");
+    }
+
+    #[test]
+    fn latency_and_quality_modes() {
+        check(
+            &Selector::new(Mode::Latency),
+            &with_tier(Tier::Simple),
+            "small",
+        );
+        check(
+            &Selector::new(Mode::Latency),
+            &with_tier(Tier::Medium),
+            "mid",
+        );
+        check(
+            &Selector::new(Mode::Quality),
+            &with_tier(Tier::Simple),
+            "big",
+        );
+    }
+
+    #[test]
+    fn constraints_rule_models_out() {
+        let mut s = Selector::new(Mode::Quality);
+        s.constraints.allowed_providers = vec!["b".into()];
+        check(&s, &with_tier(Tier::Simple), "mid");
+        let mut s = Selector::new(Mode::Cost);
+        s.constraints.required.tools = true;
+        check(&s, &with_tier(Tier::Simple), "mid");
+        let mut c = with_tier(Tier::Simple);
+        c.needs.vision = true;
+        check(&Selector::new(Mode::Cost), &c, "big");
+        let mut c = with_tier(Tier::Simple);
+        c.max_tokens = Some(8000);
+        check(&Selector::new(Mode::Cost), &c, "mid");
+        let mut c = with_tier(Tier::Simple);
+        c.input_tokens = 150_000;
+        check(&Selector::new(Mode::Cost), &c, "big");
+    }
+
+    #[test]
+    fn below_the_bar_the_best_available_model_is_chosen_and_said() {
+        let mut s = Selector::new(Mode::Cost);
+        s.constraints.allowed_models = vec!["small".into(), "mid".into()];
+        let cat = catalog();
+        let sel = s.select(&cat, &with_tier(Tier::Complex)).unwrap();
+        assert_eq!(sel.model.id, "mid");
+        assert!(!sel.candidates[0].meets_bar);
+        assert!(
+            sel.reason.contains("no allowed model reaches quality 85"),
+            "{}",
+            sel.reason
+        );
+    }
+
+    #[test]
+    fn typed_errors() {
+        let empty = Catalog::default();
+        let c = with_tier(Tier::Simple);
+        assert_eq!(
+            Selector::default().select(&empty, &c),
+            Err(Error::EmptyCatalog)
+        );
+        let mut s = Selector::default();
+        s.constraints.price_ceiling = Some(Money::from_pico(1));
+        let cat = catalog();
+        match s.select(&cat, &c) {
+            Err(Error::NoModel(r)) => {
+                assert_eq!(r.considered, 3);
+                assert_eq!(r.over_price, 3);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(QualityBars::new(80, 70, 90).is_err());
+        assert!(QualityBars::new(10, 20, 101).is_err());
+        assert_eq!(
+            "fast".parse::<Mode>(),
+            Err(Error::UnknownMode("fast".into()))
+        );
+    }
+
+    #[test]
+    fn estimates_use_exact_catalog_prices() {
+        let cat = catalog();
+        let m = cat.get("mid").unwrap();
+        // 1000 in × $0.5/M + 700 out × $2/M = $0.0005 + $0.0014
+        let (cost, latency) = estimate(m, 1000, 700);
+        assert_eq!(cost.to_string(), "0.0019");
+        assert_eq!(latency, 500 + 7000);
+        assert_eq!(expected_output_tokens(Tier::Complex, Some(100)), 100);
+        assert_eq!(expected_output_tokens(Tier::Simple, None), 250);
+    }
+
+    #[test]
+    fn ranking_is_independent_of_catalog_order() {
+        let reversed: String = {
+            let blocks: Vec<&str> = CATALOG.split("[[model]]").skip(1).collect();
+            blocks
+                .iter()
+                .rev()
+                .map(|b| format!("[[model]]{b}"))
+                .collect()
+        };
+        let a = catalog();
+        let b = Catalog::from_toml(&reversed).unwrap();
+        for mode in Mode::ALL {
+            let s = Selector::new(mode);
+            let c = with_tier(Tier::Medium);
+            let ids = |cat: &Catalog| {
+                s.select(cat, &c)
+                    .unwrap()
+                    .candidates
+                    .iter()
+                    .map(|x| x.model.id.clone())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(ids(&a), ids(&b), "{mode}");
+        }
+    }
+}
