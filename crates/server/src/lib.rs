@@ -565,6 +565,11 @@ async fn health(state: &AppState) -> Response<ResponseBody> {
                 "replayed": ledger.stats().replayed(),
             },
             "providers": providers,
+            "cache": state.cache().map(|l| serde_json::json!({
+                "status": if l.tiered.tier_health().iter().all(|t| t.consecutive_failures == 0) { "up" } else { "degraded" },
+                "required": false,
+                "tiers": l.tiered.tier_health(),
+            })),
         },
     });
     let code = if draining {

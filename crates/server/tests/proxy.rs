@@ -1444,3 +1444,229 @@ async fn database_cut_mid_load_loses_and_doubles_nothing() {
     drop(direct);
     db.drop_db().await;
 }
+
+// ---- the response cache -------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identical_requests_hit_the_cache_and_cost_nothing() {
+    let h = Harness::start().await;
+    let body = chat("gpt-4o-mini", "cache me please");
+    let first = h.post_json(&body).await;
+    assert_eq!(header(&first, "x-cognitude-cache"), "miss");
+    let cost = header(&first, "x-cognitude-cost-usd").to_owned();
+    let a = body_json(first).await;
+    // Field order and `user` do not matter; the hit is the stored answer.
+    let reordered =
+        json!({"user": "someone", "messages": body["messages"], "model": "gpt-4o-mini"});
+    let second = h.post_json(&reordered).await;
+    assert_eq!(header(&second, "x-cognitude-cache"), "hit-memory");
+    assert_eq!(header(&second, "x-cognitude-cost-usd"), "0");
+    assert_eq!(header(&second, "x-cognitude-model"), "gpt-4o-mini");
+    let b = body_json(second).await;
+    assert_eq!(a, b);
+    assert_eq!(h.mock.stats().requests(), 1, "a hit went upstream");
+
+    // A streamed request with the same content is replayed from the entry as SSE.
+    let resp = h
+        .post_json(&stream_chat("gpt-4o-mini", "cache me please", true))
+        .await;
+    assert_eq!(header(&resp, "x-cognitude-cache"), "hit-memory");
+    let events = sse_events(resp).await;
+    assert!(events.last().unwrap().is_done());
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(&e.data).unwrap())
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(
+        text,
+        a["choices"][0]["message"]["content"].as_str().unwrap()
+    );
+    assert!(
+        chunks.last().unwrap()["usage"]["total_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(h.mock.stats().requests(), 1);
+
+    // The ledger: one paid miss, two free hits that record what they saved.
+    let mut recs = Vec::new();
+    for _ in 0..50 {
+        recs = h.ledger().await;
+        if recs.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(recs.len(), 3);
+    let miss_cost: cognitude_catalog::Money = cost.parse().unwrap();
+    let hits: Vec<_> = recs
+        .iter()
+        .filter(|r| r.cache_status.as_deref() == Some("hit-memory"))
+        .collect();
+    assert_eq!(hits.len(), 2);
+    for r in &hits {
+        assert_eq!(r.cost_pico, 0);
+        assert_eq!(i128::from(r.cache_saved_pico), miss_cost.pico());
+    }
+    let stats = body_json(h.request("GET", "/cache/stats", &[], Vec::new()).await).await;
+    assert_eq!(stats["hits"], 2, "{stats}");
+    assert_eq!(stats["misses"], 1, "{stats}");
+    assert_eq!(stats["usd_saved"], (miss_cost.times(2)).to_string());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_org_never_gets_another_orgs_cached_answer() {
+    let h = Harness::start().await;
+    let body = chat("gpt-4o-mini", "the same prompt for everyone");
+    assert_eq!(
+        header(&h.post_json(&body).await, "x-cognitude-cache"),
+        "miss"
+    );
+    assert_eq!(
+        header(&h.post_json(&body).await, "x-cognitude-cache"),
+        "hit-memory"
+    );
+    let other = h.state.store().create_org("other-tenant").await.unwrap();
+    let other_key = h
+        .state
+        .store()
+        .create_key(&other.id, "k")
+        .await
+        .unwrap()
+        .secret;
+    let auth = format!("Bearer {other_key}");
+    let resp = h
+        .request(
+            "POST",
+            "/v1/chat/completions",
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            serde_json::to_vec(&body).unwrap(),
+        )
+        .await;
+    assert_eq!(header(&resp, "x-cognitude-cache"), "miss");
+    assert_eq!(h.mock.stats().requests(), 2);
+    // Clearing one org's entries leaves the other's.
+    let resp = h
+        .request("DELETE", "/cache", &[("authorization", &auth)], Vec::new())
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        header(&h.post_json(&body).await, "x-cognitude-cache"),
+        "hit-memory"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_directives_errors_and_cut_streams() {
+    let h = Harness::start().await;
+    let json_ct = ("content-type", "application/json");
+    let send = |text: &str, cc: Option<&str>| {
+        let body = serde_json::to_vec(&chat("gpt-4o-mini", text)).unwrap();
+        let cc = cc.map(str::to_owned);
+        let h = &h;
+        async move {
+            let mut headers = vec![json_ct];
+            if let Some(c) = cc.as_deref() {
+                headers.push(("cache-control", c));
+            }
+            let resp = h
+                .request("POST", "/v1/chat/completions", &headers, body)
+                .await;
+            let status = resp.status().as_u16();
+            let cache = resp
+                .headers()
+                .get("x-cognitude-cache")
+                .map(|v| v.to_str().unwrap().to_owned());
+            body_json(resp).await;
+            (status, cache)
+        }
+    };
+    // no-store: neither looked up nor stored.
+    assert_eq!(
+        send("ns", Some("no-store")).await.1.as_deref(),
+        Some("bypass")
+    );
+    assert_eq!(send("ns", None).await.1.as_deref(), Some("miss"));
+    // no-cache: not looked up, but stored.
+    assert_eq!(
+        send("nc", Some("no-cache")).await.1.as_deref(),
+        Some("bypass")
+    );
+    assert_eq!(send("nc", None).await.1.as_deref(), Some("hit-memory"));
+    // An error is never stored.
+    let fail = r#"@mock{"status": 400}"#;
+    assert_eq!(send(fail, None).await.0, 400);
+    assert_eq!(send(fail, None).await.0, 400);
+    // A bad TTL header is a 400 naming it.
+    let resp = h
+        .request(
+            "POST",
+            "/v1/chat/completions",
+            &[json_ct, ("x-cognitude-cache-ttl", "forever")],
+            serde_json::to_vec(&chat("gpt-4o-mini", "ttl")).unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), 400);
+    assert!(
+        body_json(resp).await["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("x-cognitude-cache-ttl")
+    );
+    // A stream cut short is not stored; a complete one is, and serves a plain request.
+    let cut = r#"@mock{"words": 6, "cut_after": 2}"#;
+    sse_events(h.post_json(&stream_chat("gpt-4o-mini", cut, false)).await).await;
+    assert_eq!(send(cut, None).await.1.as_deref(), Some("miss"));
+    sse_events(
+        h.post_json(&stream_chat("gpt-4o-mini", "full stream", false))
+            .await,
+    )
+    .await;
+    h.state.ledger().flush().await;
+    let mut cached = None;
+    for _ in 0..50 {
+        cached = send("full stream", None).await.1;
+        if cached.as_deref() == Some("hit-memory") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(cached.as_deref(), Some("hit-memory"));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identical_misses_at_once_make_one_upstream_call() {
+    let h = Arc::new(Harness::start().await);
+    let body = chat(
+        "gpt-4o-mini",
+        r#"slow one @mock{"delay_ms": 300, "key": "coalesce"}"#,
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (h, body) = (h.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let resp = h.post_json(&body).await;
+            let status = resp.status();
+            (status, body_json(resp).await)
+        }));
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        let (status, v) = t.await.unwrap();
+        assert_eq!(status, 200);
+        answers.push(v);
+    }
+    assert!(answers.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(h.mock.stats().requests_for_key("coalesce"), 1);
+}
