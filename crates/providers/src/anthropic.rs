@@ -10,7 +10,6 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use cognitude_protocol::anthropic::{
     self as wire, Content, ContentBlock, Message, MessagesRequest, MessagesResponse, StreamEvent,
     SystemPrompt, ToolDef,
@@ -23,12 +22,9 @@ use cognitude_protocol::sse::{SseDecoder, SseEvent};
 use cognitude_protocol::{
     ChatChunk, ChatCompletion, ChatMessage, ChatRequest, Choice, Extra, MessageContent, Role, Usage,
 };
-use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request};
-use http_body_util::Full;
 use serde_json::{Value, json};
 
-use crate::http::{HttpClient, MAX_RESPONSE_BYTES, UpstreamResponse};
+use crate::http::{Endpoint, HttpClient, MAX_RESPONSE_BYTES, UpstreamResponse};
 use crate::{ChunkSource, ChunkStream, Error, Provider, Result};
 
 /// The API version this translation is written against.
@@ -44,8 +40,7 @@ const PASSTHROUGH_FIELDS: [&str; 2] = ["thinking", "service_tier"];
 #[derive(Debug, Clone)]
 pub struct AnthropicProvider {
     name: String,
-    url: String,
-    headers: HeaderMap,
+    endpoint: Endpoint,
     client: HttpClient,
 }
 
@@ -61,48 +56,22 @@ impl AnthropicProvider {
         extra_headers: &[(String, String)],
         client: HttpClient,
     ) -> Result<AnthropicProvider> {
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(
-            HeaderName::from_static("anthropic-version"),
-            HeaderValue::from_static(ANTHROPIC_VERSION),
-        );
-        if let Some(key) = api_key {
-            let mut v = HeaderValue::from_str(key)
-                .map_err(|_| Error::Config("API key contains invalid characters".into()))?;
-            v.set_sensitive(true);
-            headers.insert(HeaderName::from_static("x-api-key"), v);
-        }
-        for (k, v) in extra_headers {
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| Error::Config(format!("invalid header name '{k}'")))?;
-            let value = HeaderValue::from_str(v)
-                .map_err(|_| Error::Config(format!("invalid value for header '{k}'")))?;
-            headers.insert(name, value);
-        }
-        let url = format!("{}/messages", base_url.trim_end_matches('/'));
-        url.parse::<http::Uri>()
-            .map_err(|e| Error::Config(format!("invalid base URL '{base_url}': {e}")))?;
+        let endpoint = Endpoint::new(
+            base_url,
+            "messages",
+            &[("anthropic-version", ANTHROPIC_VERSION)],
+            api_key.map(|k| ("x-api-key", k.to_owned())),
+            extra_headers,
+        )?;
         Ok(AnthropicProvider {
             name: name.into(),
-            url,
-            headers,
+            endpoint,
             client,
         })
     }
 
     async fn post(&self, body: Vec<u8>) -> Result<UpstreamResponse> {
-        let mut req = Request::builder()
-            .method(Method::POST)
-            .uri(&self.url)
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| Error::Config(e.to_string()))?;
-        *req.headers_mut() = self.headers.clone();
-        let resp = self.client.send(req).await?;
-        if !resp.status().is_success() {
-            return Err(resp.into_status_error().await);
-        }
-        Ok(resp)
+        self.endpoint.post(&self.client, body).await
     }
 }
 
@@ -1388,12 +1357,12 @@ mod tests {
             client.clone(),
         )
         .unwrap();
-        assert_eq!(p.url, "https://api.anthropic.com/v1/messages");
-        assert_eq!(p.headers["x-api-key"], "sk-ant-test");
-        assert!(p.headers["x-api-key"].is_sensitive());
-        assert_eq!(p.headers["anthropic-version"], ANTHROPIC_VERSION);
-        assert_eq!(p.headers["content-type"], "application/json");
-        assert_eq!(p.headers["anthropic-beta"], "prompt-caching");
+        assert_eq!(p.endpoint.url, "https://api.anthropic.com/v1/messages");
+        assert_eq!(p.endpoint.headers["x-api-key"], "sk-ant-test");
+        assert!(p.endpoint.headers["x-api-key"].is_sensitive());
+        assert_eq!(p.endpoint.headers["anthropic-version"], ANTHROPIC_VERSION);
+        assert_eq!(p.endpoint.headers["content-type"], "application/json");
+        assert_eq!(p.endpoint.headers["anthropic-beta"], "prompt-caching");
         assert!(matches!(
             AnthropicProvider::new("a", "not a url", None, &[], client),
             Err(Error::Config(_))

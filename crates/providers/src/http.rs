@@ -193,6 +193,65 @@ impl UpstreamResponse {
     }
 }
 
+/// Where a provider posts its requests: the URL and the headers every request carries.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoint {
+    pub(crate) url: String,
+    pub(crate) headers: HeaderMap,
+}
+
+impl Endpoint {
+    /// `{base_url}/{path}` with a JSON content type, the provider's own `fixed` headers, the API
+    /// key under `key_header` (formatted by `key_value`, marked sensitive), and the user's
+    /// `extra` headers, which may override the others.
+    pub fn new(
+        base_url: &str,
+        path: &str,
+        fixed: &[(&'static str, &'static str)],
+        key: Option<(&'static str, String)>,
+        extra: &[(String, String)],
+    ) -> Result<Endpoint> {
+        use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (k, v) in fixed {
+            headers.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        if let Some((name, value)) = key {
+            let mut v = HeaderValue::from_str(&value)
+                .map_err(|_| Error::Config("API key contains invalid characters".into()))?;
+            v.set_sensitive(true);
+            headers.insert(HeaderName::from_static(name), v);
+        }
+        for (k, v) in extra {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| Error::Config(format!("invalid header name '{k}'")))?;
+            let value = HeaderValue::from_str(v)
+                .map_err(|_| Error::Config(format!("invalid value for header '{k}'")))?;
+            headers.insert(name, value);
+        }
+        let url = format!("{}/{path}", base_url.trim_end_matches('/'));
+        url.parse::<http::Uri>()
+            .map_err(|e| Error::Config(format!("invalid base URL '{base_url}': {e}")))?;
+        Ok(Endpoint { url, headers })
+    }
+
+    /// Posts a JSON body; a non-success status becomes an [`Error::Status`].
+    pub async fn post(&self, client: &HttpClient, body: Vec<u8>) -> Result<UpstreamResponse> {
+        let mut req = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(&self.url)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| Error::Config(e.to_string()))?;
+        *req.headers_mut() = self.headers.clone();
+        let resp = client.send(req).await?;
+        if !resp.status().is_success() {
+            return Err(resp.into_status_error().await);
+        }
+        Ok(resp)
+    }
+}
+
 /// The `message` of an OpenAI or Anthropic error body, or a short prefix of the raw body.
 pub(crate) fn upstream_error_message(body: &[u8]) -> String {
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body)

@@ -1,23 +1,18 @@
 //! Any OpenAI-compatible chat completions API.
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use cognitude_protocol::openai::StreamOptions;
 use cognitude_protocol::sse::SseDecoder;
 use cognitude_protocol::{ChatChunk, ChatCompletion, ChatRequest};
-use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request};
-use http_body_util::Full;
 
-use crate::http::{HttpClient, MAX_RESPONSE_BYTES, UpstreamResponse};
+use crate::http::{Endpoint, HttpClient, MAX_RESPONSE_BYTES, UpstreamResponse};
 use crate::{ChunkSource, ChunkStream, Error, Provider, Result};
 
 /// A client for an OpenAI-compatible `/chat/completions` endpoint.
 #[derive(Debug, Clone)]
 pub struct OpenAiProvider {
     name: String,
-    url: String,
-    headers: HeaderMap,
+    endpoint: Endpoint,
     client: HttpClient,
 }
 
@@ -32,44 +27,22 @@ impl OpenAiProvider {
         extra_headers: &[(String, String)],
         client: HttpClient,
     ) -> Result<OpenAiProvider> {
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(key) = api_key {
-            let mut v = HeaderValue::from_str(&format!("Bearer {key}"))
-                .map_err(|_| Error::Config("API key contains invalid characters".into()))?;
-            v.set_sensitive(true);
-            headers.insert(AUTHORIZATION, v);
-        }
-        for (k, v) in extra_headers {
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| Error::Config(format!("invalid header name '{k}'")))?;
-            let value = HeaderValue::from_str(v)
-                .map_err(|_| Error::Config(format!("invalid value for header '{k}'")))?;
-            headers.insert(name, value);
-        }
-        let url = format!("{}/chat/completions", base_url.trim_end_matches('/'));
-        url.parse::<http::Uri>()
-            .map_err(|e| Error::Config(format!("invalid base URL '{base_url}': {e}")))?;
+        let endpoint = Endpoint::new(
+            base_url,
+            "chat/completions",
+            &[],
+            api_key.map(|k| ("authorization", format!("Bearer {k}"))),
+            extra_headers,
+        )?;
         Ok(OpenAiProvider {
             name: name.into(),
-            url,
-            headers,
+            endpoint,
             client,
         })
     }
 
     async fn post(&self, body: Vec<u8>) -> Result<UpstreamResponse> {
-        let mut req = Request::builder()
-            .method(Method::POST)
-            .uri(&self.url)
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| Error::Config(e.to_string()))?;
-        *req.headers_mut() = self.headers.clone();
-        let resp = self.client.send(req).await?;
-        if !resp.status().is_success() {
-            return Err(resp.into_status_error().await);
-        }
-        Ok(resp)
+        self.endpoint.post(&self.client, body).await
     }
 }
 
