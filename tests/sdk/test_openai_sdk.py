@@ -268,6 +268,51 @@ def test_upstream_fault_is_bad_gateway():
     raise AssertionError("no error when the upstream answers 500")
 
 
+def test_cache_hit_is_replayed_as_a_stream_the_sdk_parses():
+    messages = user(f"cache replay check {os.getpid()}")
+    first = client.chat.completions.with_raw_response.create(model=OPENAI_MODEL, messages=messages)
+    assert first.headers["x-cognitude-cache"] == "miss", first.headers.get("x-cognitude-cache")
+    answer = first.parse()
+    raw = client.chat.completions.with_raw_response.create(
+        model=OPENAI_MODEL, messages=messages, stream=True, stream_options={"include_usage": True}
+    )
+    assert raw.headers["x-cognitude-cache"] == "hit-memory", raw.headers.get("x-cognitude-cache")
+    assert raw.headers["x-cognitude-cost-usd"] == "0"
+    text, usage, finish = "", None, None
+    for chunk in raw.parse():
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for c in chunk.choices:
+            text += c.delta.content or ""
+            finish = c.finish_reason or finish
+    assert text == answer.choices[0].message.content, f"{text!r} != {answer.choices[0].message.content!r}"
+    assert finish == "stop", f"finish_reason {finish!r}"
+    assert usage is not None and usage.total_tokens == answer.usage.total_tokens, f"usage {usage}"
+
+
+def test_cached_tool_call_replays_its_deltas():
+    messages = user(f'Weather in Oslo? {os.getpid()} @mock{{"tool_call": true}}')
+    first = client.chat.completions.create(
+        model=OPENAI_MODEL, messages=messages, tools=[WEATHER_TOOL]
+    )
+    raw = client.chat.completions.with_raw_response.create(
+        model=OPENAI_MODEL, messages=messages, tools=[WEATHER_TOOL], stream=True
+    )
+    assert raw.headers["x-cognitude-cache"] == "hit-memory", raw.headers.get("x-cognitude-cache")
+    name, arguments, call_id = "", "", None
+    for chunk in raw.parse():
+        for c in chunk.choices:
+            for d in c.delta.tool_calls or []:
+                call_id = d.id or call_id
+                if d.function is not None:
+                    name += d.function.name or ""
+                    arguments += d.function.arguments or ""
+    original = first.choices[0].message.tool_calls[0]
+    assert call_id == original.id, f"{call_id!r} != {original.id!r}"
+    assert name == original.function.name
+    assert json.loads(arguments) == json.loads(original.function.arguments)
+
+
 def test_wrong_key_raises_authentication_error():
     bad = openai.OpenAI(
         base_url=client.base_url, api_key="cgk_000000000000_" + "0" * 48, max_retries=0

@@ -1670,3 +1670,160 @@ async fn identical_misses_at_once_make_one_upstream_call() {
     assert!(answers.windows(2).all(|w| w[0] == w[1]));
     assert_eq!(h.mock.stats().requests_for_key("coalesce"), 1);
 }
+
+// ---- alerts -------------------------------------------------------------------------------
+
+/// A loopback HTTP receiver standing in for a customer's webhook endpoint.
+async fn webhook_receiver() -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<(http::HeaderMap, Bytes)>,
+) {
+    use hyper::service::service_fn;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<Incoming>| {
+                    let tx = tx.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let bytes = body.collect().await.unwrap().to_bytes();
+                        let _ = tx.send((parts.headers, bytes));
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from_static(b"ok"),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_api_manages_channels_and_rules_per_org() {
+    let h = Harness::full(
+        MockConfig::default(),
+        DEFAULT_UPSTREAM,
+        "[auth]\nfailed_attempts_per_minute = 1000\n[alerts]\nenabled = false\nallow_hosts = [\"127.0.0.1\"]",
+    )
+    .await;
+    let (addr, mut received) = webhook_receiver().await;
+    let secret = "whsec-0123456789abcdef";
+    let post = |path: &str, body: Value| {
+        let path = path.to_owned();
+        let h = &h;
+        async move {
+            let resp = h
+                .request(
+                    "POST",
+                    &path,
+                    &[("content-type", "application/json")],
+                    serde_json::to_vec(&body).unwrap(),
+                )
+                .await;
+            let status = resp.status().as_u16();
+            (status, body_json(resp).await)
+        }
+    };
+    let (status, channel) = post(
+        "/alerts/channels",
+        json!({"name": "ops hook", "kind": "webhook",
+               "config": {"url": format!("http://{addr}/hook"), "secret": secret}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{channel}");
+    assert!(
+        !channel.to_string().contains(secret),
+        "a signing secret was returned"
+    );
+    let id = channel["id"].as_str().unwrap().to_owned();
+
+    let (status, v) = post(&format!("/alerts/channels/{id}/test"), json!({})).await;
+    assert_eq!(status, 200, "{v}");
+    let (headers, body) = tokio::time::timeout(Duration::from_secs(10), received.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let sig = headers["x-cognitude-signature"].to_str().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(cognitude_alerts::signature::verify(
+        secret.as_bytes(),
+        sig,
+        &body,
+        now,
+        300
+    ));
+    assert!(!cognitude_alerts::signature::verify(
+        b"wrong-secret-000000",
+        sig,
+        &body,
+        now,
+        300
+    ));
+
+    let (status, rule) = post(
+        "/alerts/rules",
+        json!({"name": "daily spend", "channel_ids": [id],
+               "condition": {"kind": "spend", "period": "day", "amount_usd": "5"}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{rule}");
+    let list = body_json(h.request("GET", "/alerts/rules", &[], Vec::new()).await).await;
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(1), "{list}");
+
+    // A private address that is not allow-listed is refused.
+    let (status, v) = post(
+        "/alerts/channels",
+        json!({"name": "internal", "kind": "webhook",
+               "config": {"url": "https://10.1.2.3/hook", "secret": secret}}),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+
+    // Another organization sees none of it.
+    let other = h.state.store().create_org("elsewhere").await.unwrap();
+    let key = h
+        .state
+        .store()
+        .create_key(&other.id, "k")
+        .await
+        .unwrap()
+        .secret;
+    let auth = format!("Bearer {key}");
+    let list = body_json(
+        h.request(
+            "GET",
+            "/alerts/rules",
+            &[("authorization", &auth)],
+            Vec::new(),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(list["data"], json!([]), "{list}");
+    let resp = h
+        .request(
+            "GET",
+            &format!("/alerts/channels/{id}"),
+            &[("authorization", &auth)],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(resp.status(), 404);
+    let history = h.request("GET", "/alerts/history", &[], Vec::new()).await;
+    assert_eq!(history.status(), 200);
+    h.stop().await;
+}

@@ -300,6 +300,7 @@ impl Writer {
                 },
                 _ = tick.tick() => {
                     while self.in_flight.try_join_next().is_some() {}
+                    metrics::gauge!("cognitude_ledger_queued").set(self.stats.queued() as f64);
                     if !batch.is_empty() {
                         self.write(&mut batch).await;
                     }
@@ -357,6 +358,7 @@ impl Writer {
                 Err(e) => {
                     tracing::warn!(error = %e, records = records.len(), "ledger insert failed; spilling to disk");
                     stats.failed_writes.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("cognitude_ledger_failed_writes_total").increment(1);
                     if let Ok(mut d) = down_until.lock() {
                         *d = Some(Instant::now() + retry);
                     }
