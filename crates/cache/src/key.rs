@@ -84,6 +84,12 @@ impl fmt::Debug for CacheKey {
 }
 
 /// The bytes the key hashes: the request as JSON without the ignored fields, keys sorted.
+/// The SHA-256 of a request's canonical form, without an organization: the same requests as
+/// [`CacheKey::for_request`] considers equal share it. The ledger keeps it to find repeats.
+pub fn request_fingerprint(request: &ChatRequest) -> Result<[u8; 32]> {
+    Ok(Sha256::digest(canonical_request(request)?).into())
+}
+
 pub(crate) fn canonical_request(request: &ChatRequest) -> Result<Vec<u8>> {
     let mut value = serde_json::to_value(request).map_err(Error::Encode)?;
     if let Value::Object(map) = &mut value {

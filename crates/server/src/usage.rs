@@ -7,7 +7,6 @@ use std::time::Instant;
 use cognitude_catalog::Money;
 use cognitude_protocol::{ChatRequest, Role, Usage};
 use cognitude_store::{Ledger, UsageRecord};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// Who made the request.
@@ -165,19 +164,13 @@ pub(crate) struct Fingerprint {
     pub prompt_tokens_est: i64,
 }
 
-/// Fingerprints a request. `request_hash` covers the model, the messages and every parameter
-/// that changes the output, with object keys sorted; `stream`, `stream_options` and `user` are
-/// left out so a streamed and a plain request share it.
+/// Fingerprints a request. `request_hash` is the cache's canonical request hash without the
+/// organization: the model, the messages and every parameter that changes the output, with
+/// object keys sorted; `stream`, `stream_options` and `user` left out.
 pub(crate) fn fingerprint(req: &ChatRequest) -> Fingerprint {
-    let mut v = serde_json::to_value(req).unwrap_or(Value::Null);
-    if let Value::Object(m) = &mut v {
-        m.remove("stream");
-        m.remove("stream_options");
-        m.remove("user");
-    }
-    let mut canonical = Vec::with_capacity(256);
-    write_canonical(&v, &mut canonical);
-    let request_hash = hex::encode(Sha256::digest(&canonical));
+    let request_hash = cognitude_cache::request_fingerprint(req)
+        .map(hex::encode)
+        .unwrap_or_default();
 
     let system: String = req
         .messages
@@ -206,48 +199,6 @@ pub(crate) fn fingerprint(req: &ChatRequest) -> Fingerprint {
         prefix_hash: hex::encode(Sha256::digest(prefix.as_bytes())),
         prompt_chars: prompt_chars as i64,
         prompt_tokens_est: estimate_tokens_cheap(&conversation) as i64,
-    }
-}
-
-/// JSON with object keys sorted at every level and numbers in one form (1 and 1.0 alike).
-pub(crate) fn write_canonical(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push(b'{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(&Value::String((*k).clone()), out);
-                out.push(b':');
-                write_canonical(&m[*k], out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(a) => {
-            out.push(b'[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(x, out);
-            }
-            out.push(b']');
-        }
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
-                out.extend_from_slice(format!("{}", f as i64).as_bytes());
-            }
-            Some(f) => out.extend_from_slice(format!("{f}").as_bytes()),
-            None => out.extend_from_slice(n.to_string().as_bytes()),
-        },
-        other => {
-            if let Ok(s) = serde_json::to_vec(other) {
-                out.extend_from_slice(&s);
-            }
-        }
     }
 }
 
