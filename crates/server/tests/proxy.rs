@@ -292,6 +292,22 @@ async fn sse_events(resp: http::Response<Incoming>) -> Vec<SseEvent> {
     std::iter::from_fn(|| d.next_event()).collect()
 }
 
+/// The chunks of a stream, parsed, without the closing `[DONE]`.
+fn chunks_before_done(events: &[SseEvent]) -> Vec<Value> {
+    events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(&e.data).unwrap())
+        .collect()
+}
+
+/// The content a stream's chunks add up to.
+fn streamed_text(chunks: &[Value]) -> String {
+    chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect()
+}
+
 fn header<'a>(resp: &'a http::Response<Incoming>, name: &str) -> &'a str {
     resp.headers()
         .get(name)
@@ -395,18 +411,12 @@ async fn stream_forwards_chunks_and_hides_usage_unless_asked() {
     assert_eq!(header(&resp, "content-type"), "text/event-stream");
     let events = sse_events(resp).await;
     assert!(events.last().unwrap().is_done());
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|e| serde_json::from_str(&e.data).unwrap())
-        .collect();
+    let chunks = chunks_before_done(&events);
     assert!(
         chunks.iter().all(|c| c.get("usage").is_none()),
         "usage leaked"
     );
-    let text: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
+    let text = streamed_text(&chunks);
     assert!(text.contains("stream please"), "{text}");
     // The proxy always asks the upstream for usage, so cost is known even when the client did not.
     let seen = h.mock.stats().last_request().unwrap();
@@ -501,15 +511,9 @@ async fn anthropic_upstream_is_translated_both_ways() {
     assert_eq!(resp.status(), 200);
     let events = sse_events(resp).await;
     assert!(events.last().unwrap().is_done());
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|e| serde_json::from_str(&e.data).unwrap())
-        .collect();
+    let chunks = chunks_before_done(&events);
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
-    let text: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
+    let text = streamed_text(&chunks);
     assert!(text.contains("stream en français"), "{text}");
     assert!(
         chunks
@@ -935,15 +939,7 @@ async fn concurrent_clients_are_all_answered() {
             let text = if stream {
                 let events = sse_events(resp).await;
                 assert!(events.last().unwrap().is_done());
-                events[..events.len() - 1]
-                    .iter()
-                    .map(|e| serde_json::from_str::<Value>(&e.data).unwrap())
-                    .filter_map(|c| {
-                        c["choices"][0]["delta"]["content"]
-                            .as_str()
-                            .map(str::to_owned)
-                    })
-                    .collect::<String>()
+                streamed_text(&chunks_before_done(&events))
             } else {
                 body_json(resp).await["choices"][0]["message"]["content"]
                     .as_str()
@@ -1473,14 +1469,8 @@ async fn identical_requests_hit_the_cache_and_cost_nothing() {
     assert_eq!(header(&resp, "x-cognitude-cache"), "hit-memory");
     let events = sse_events(resp).await;
     assert!(events.last().unwrap().is_done());
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|e| serde_json::from_str(&e.data).unwrap())
-        .collect();
-    let text: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
+    let chunks = chunks_before_done(&events);
+    let text = streamed_text(&chunks);
     assert_eq!(
         text,
         a["choices"][0]["message"]["content"].as_str().unwrap()
