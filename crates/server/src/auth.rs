@@ -1,10 +1,11 @@
 //! Who is calling: API keys for `/v1/*`, the admin key for `/admin/*`, and a brake on clients
 //! that keep presenting bad keys.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::num::NonZeroU64;
+use std::time::Duration;
+
+use cognitude_ratelimit::{AuthFailureLimiter, Rate};
 
 use cognitude_store::{AuthOutcome, Authenticator};
 use http::HeaderMap;
@@ -99,56 +100,29 @@ pub(crate) fn is_admin(admin_key: Option<&Secret>, presented: &str) -> bool {
     })
 }
 
-/// Counts failed authentications per client address in one-minute windows; past the limit the
-/// address gets 429 until its window ends. Memory is bounded: when the table is full, expired
-/// windows are dropped, and if that is not enough the table starts over.
+/// A brake on client addresses that keep failing authentication: past `per_minute` failures
+/// (a GCRA bucket from the rate-limit crate, with bounded memory) the address gets 429 until the
+/// bucket drains. Zero turns it off.
 #[derive(Debug)]
-pub(crate) struct FailedAuthLimiter {
-    per_minute: u32,
-    max_entries: usize,
-    table: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-}
-
-const WINDOW: Duration = Duration::from_secs(60);
+pub(crate) struct FailedAuthLimiter(Option<AuthFailureLimiter>);
 
 impl FailedAuthLimiter {
     pub fn new(per_minute: u32) -> Self {
-        FailedAuthLimiter {
-            per_minute,
-            max_entries: 100_000,
-            table: Mutex::new(HashMap::new()),
-        }
+        FailedAuthLimiter(
+            NonZeroU64::new(u64::from(per_minute))
+                .map(|n| AuthFailureLimiter::new(Rate::per_minute(n))),
+        )
     }
 
     /// `Some(wait)` when the address is over its limit.
     pub fn blocked(&self, ip: IpAddr) -> Option<Duration> {
-        if self.per_minute == 0 {
-            return None;
-        }
-        let t = self.table.lock().ok()?;
-        let (start, n) = t.get(&ip)?;
-        let age = start.elapsed();
-        (age < WINDOW && *n >= self.per_minute).then(|| WINDOW - age)
+        self.0.as_ref()?.check(ip).err()
     }
 
     pub fn failed(&self, ip: IpAddr) {
-        let Ok(mut t) = self.table.lock() else { return };
-        if t.len() >= self.max_entries && !t.contains_key(&ip) {
-            t.retain(|_, (start, _)| start.elapsed() < WINDOW);
-            if t.len() >= self.max_entries {
-                t.clear();
-            }
+        if let Some(l) = &self.0 {
+            l.record_failure(ip);
         }
-        let e = t.entry(ip).or_insert((Instant::now(), 0));
-        if e.0.elapsed() >= WINDOW {
-            *e = (Instant::now(), 0);
-        }
-        e.1 = e.1.saturating_add(1);
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.table.lock().map(|t| t.len()).unwrap_or(0)
     }
 }
 
@@ -178,20 +152,20 @@ mod tests {
     }
 
     #[test]
-    fn failures_block_after_the_limit_and_memory_is_bounded() {
-        let mut l = FailedAuthLimiter::new(3);
+    fn failures_block_after_the_limit() {
+        let l = FailedAuthLimiter::new(3);
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         for _ in 0..3 {
             assert!(l.blocked(ip).is_none());
             l.failed(ip);
         }
         let wait = l.blocked(ip).unwrap();
-        assert!(wait <= WINDOW && wait > Duration::from_secs(50));
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(60));
         assert!(l.blocked("10.0.0.2".parse().unwrap()).is_none());
-        l.max_entries = 100;
-        for i in 0..10_000u32 {
-            l.failed(IpAddr::from(i.to_be_bytes()));
+        let off = FailedAuthLimiter::new(0);
+        for _ in 0..10 {
+            off.failed(ip);
         }
-        assert!(l.len() <= 100);
+        assert!(off.blocked(ip).is_none());
     }
 }
