@@ -5,7 +5,7 @@
 //! that revoked it, at once ([`Authenticator::invalidate_prefix`]).
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::{Result, Store, keys, now_micros};
@@ -42,6 +42,9 @@ pub struct Authenticator {
     ttl: Duration,
     max_entries: usize,
     cache: RwLock<HashMap<String, Entry>>,
+    /// One database lookup per key prefix at a time: a burst of requests with a key not yet
+    /// cached (a start, a cache expiry) waits on one lookup instead of draining the pool.
+    lookups: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Authenticator {
@@ -51,6 +54,7 @@ impl Authenticator {
             ttl,
             max_entries: 100_000,
             cache: RwLock::new(HashMap::new()),
+            lookups: Mutex::new(HashMap::new()),
         }
     }
 
@@ -63,7 +67,29 @@ impl Authenticator {
         if let Some(hit) = self.cached(&hash) {
             return Ok(AuthOutcome::Valid(hit));
         }
-        let Some(row) = self.store.key_by_prefix(parsed.prefix).await? else {
+        let lock = {
+            let mut lookups = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
+            lookups.entry(parsed.prefix.to_owned()).or_default().clone()
+        };
+        let outcome = {
+            let _turn = lock.lock().await;
+            // Whoever held the turn before may have verified this very key.
+            match self.cached(&hash) {
+                Some(hit) => Ok(AuthOutcome::Valid(hit)),
+                None => self.lookup(presented, parsed.prefix, hash).await,
+            }
+        };
+        let mut lookups = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
+        // The last one out removes the entry, so unknown prefixes do not accumulate.
+        if Arc::strong_count(&lock) <= 2 {
+            lookups.remove(parsed.prefix);
+        }
+        outcome
+    }
+
+    /// Verifies a key not in the cache against the database, caching it when valid.
+    async fn lookup(&self, presented: &str, prefix: &str, hash: String) -> Result<AuthOutcome> {
+        let Some(row) = self.store.key_by_prefix(prefix).await? else {
             return Ok(AuthOutcome::Unknown);
         };
         if !keys::verify(presented, &row.secret_hash) {
