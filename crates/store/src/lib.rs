@@ -51,6 +51,7 @@ pub use alerting::{
 };
 pub use auth::{AuthOutcome, AuthedKey, Authenticator};
 pub use ledger::{Ledger, LedgerOptions, LedgerStats};
+pub use limits::{LimitOverride, LimitValues};
 pub use models::{ApiKey, Org, UsagePage, UsageRecord};
 
 use models::KeyRow;
@@ -156,6 +157,7 @@ macro_rules! with_conn {
 }
 
 mod alerting;
+mod limits;
 
 /// The password of a URL replaced by `***`, for logs.
 pub fn redact_url(url: &str) -> String {

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cognitude_store::{
-    AuthOutcome, Authenticator, Error, Ledger, LedgerOptions, Store, UsageRecord, keys,
+    AuthOutcome, Authenticator, Error, Ledger, LedgerOptions, LimitValues, Store, UsageRecord, keys,
 };
 use cognitude_testkit::{Relay, TestDatabase, unique};
 
@@ -120,6 +120,7 @@ conformance!(
     ledger_writes_batches_and_flushes,
     ledger_replays_a_spill_file_left_by_a_crash,
     migrations_are_idempotent,
+    rate_limit_overrides_are_set_reset_and_polled,
 );
 
 async fn orgs_are_created_listed_and_deleted(db: &TestDb) {
@@ -451,4 +452,70 @@ async fn ledger_loses_and_doubles_nothing_across_a_database_outage() {
     ids.dedup();
     assert_eq!(ids.len() as i64, n);
     db.drop_db().await;
+}
+
+async fn rate_limit_overrides_are_set_reset_and_polled(db: &TestDb) {
+    let store = &db.store;
+    let org = store.create_org("limited").await.unwrap();
+    let key = store.create_key(&org.id, "k").await.unwrap();
+    assert_eq!(store.limits(&org.id).await.unwrap(), None);
+
+    let before = cognitude_store::now_micros();
+    let values = LimitValues {
+        requests_per_minute: Some(500),
+        tokens_per_minute: Some(0),
+        max_concurrent: Some(4),
+        ..LimitValues::default()
+    };
+    let set = store.set_limits(&org.id, None, &values).await.unwrap();
+    assert_eq!(set.values(), values);
+    assert_eq!(store.limits(&org.id).await.unwrap(), Some(set.clone()));
+    let key_values = LimitValues {
+        requests_per_minute: Some(10),
+        ..LimitValues::default()
+    };
+    let key_row = store
+        .set_limits(&org.id, Some(&key.key.id), &key_values)
+        .await
+        .unwrap();
+    assert_eq!(key_row.key_id.as_deref(), Some(key.key.id.as_str()));
+    assert_eq!(key_row.org_id, org.id);
+
+    let changed = store.limits_changed_since(before).await.unwrap();
+    let subjects: Vec<&str> = changed.iter().map(|r| r.subject.as_str()).collect();
+    assert_eq!(subjects, [org.id.as_str(), key.key.id.as_str()]);
+    assert!(
+        store
+            .limits_changed_since(key_row.updated_at + 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A reset empties the row instead of deleting it, so pollers see it.
+    let reset = store
+        .set_limits(&org.id, None, &LimitValues::default())
+        .await
+        .unwrap();
+    assert!(reset.values().is_empty());
+    let polled = store.limits_changed_since(reset.updated_at).await.unwrap();
+    assert!(
+        polled
+            .iter()
+            .any(|r| r.subject == org.id && r.values().is_empty())
+    );
+
+    let bad = LimitValues {
+        token_burst: Some(-1),
+        ..LimitValues::default()
+    };
+    assert!(matches!(
+        store.set_limits(&org.id, None, &bad).await,
+        Err(cognitude_store::Error::Invalid { field, .. }) if field == "token_burst"
+    ));
+
+    // Deleting the organization takes its overrides with it.
+    assert!(store.delete_org(&org.id).await.unwrap());
+    assert_eq!(store.limits(&org.id).await.unwrap(), None);
+    assert_eq!(store.limits(&key.key.id).await.unwrap(), None);
 }
