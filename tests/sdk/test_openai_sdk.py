@@ -328,6 +328,35 @@ def test_wrong_key_raises_authentication_error():
         raise AssertionError("a wrong key was accepted")
 
 
+def test_rate_limit_is_a_rate_limit_error_the_sdk_retries():
+    # scripts/test made this organization with `cognitude orgs limits sdk-limited --rpm 120
+    # --request-burst 2`: two requests at once, then one every half second.
+    limited = openai.OpenAI(
+        base_url=client.base_url, api_key=os.environ["COGNITUDE_LIMITED_API_KEY"], max_retries=0
+    )
+    messages = [{"role": "user", "content": "hi"}]
+    for _ in range(2):
+        raw = limited.chat.completions.with_raw_response.create(model=OPENAI_MODEL, messages=messages)
+        assert raw.headers["x-ratelimit-limit-requests"] == "2", dict(raw.headers)
+    try:
+        limited.chat.completions.create(model=OPENAI_MODEL, messages=messages)
+    except openai.RateLimitError as e:
+        assert e.status_code == 429
+        assert e.code == "rate_limit_exceeded", e.code
+        assert e.type == "requests", e.type
+        assert "requests per min" in e.message, e.message
+        wait_ms = int(e.response.headers["retry-after-ms"])
+        assert 0 < wait_ms <= 500, wait_ms
+        assert e.response.headers["retry-after"] == "1"
+        assert e.response.headers["x-ratelimit-remaining-requests"] == "0"
+    else:
+        raise AssertionError("the third request in a burst of two was admitted")
+    # With retries on, the SDK waits as retry-after-ms says and gets through.
+    patient = limited.with_options(max_retries=3)
+    r = patient.chat.completions.create(model=OPENAI_MODEL, messages=messages)
+    assert r.choices[0].message.content
+
+
 # --- Runner -------------------------------------------------------------------------------------
 
 

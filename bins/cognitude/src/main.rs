@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use cognitude_server::config::LogFormat;
 use cognitude_server::{AppState, Config, DURATION_BUCKETS, ProcessEnv, Settings};
-use cognitude_store::Store;
+use cognitude_store::{LimitValues, Store};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tokio::net::TcpListener;
 
@@ -56,6 +56,37 @@ enum OrgsCommand {
     List,
     /// Delete an organization and its keys (its ledger records stay).
     Delete { name: String },
+    /// Show or change an organization's rate limits (running proxies apply a change within
+    /// `ratelimit.refresh_ms`). Flags change only what they name.
+    Limits {
+        name: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+}
+
+/// Rate-limit flags: a value of 0 lifts that limit; `--reset` goes back to the configured
+/// defaults.
+#[derive(Debug, clap::Args)]
+struct LimitArgs {
+    /// Requests per minute.
+    #[arg(long)]
+    rpm: Option<i64>,
+    /// Requests that may arrive at once (default: the rpm).
+    #[arg(long)]
+    request_burst: Option<i64>,
+    /// Tokens per minute.
+    #[arg(long)]
+    tpm: Option<i64>,
+    /// Tokens one burst may use (default: the tpm).
+    #[arg(long)]
+    token_burst: Option<i64>,
+    /// Requests in flight at once.
+    #[arg(long)]
+    max_concurrent: Option<i64>,
+    /// Drop the override: the configured defaults apply again.
+    #[arg(long, conflicts_with_all = ["rpm", "request_burst", "tpm", "token_burst", "max_concurrent"])]
+    reset: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +105,12 @@ enum KeysCommand {
     },
     /// Revoke a key by its prefix (cgk_…).
     Revoke { prefix: String },
+    /// Show or change a key's own rate limits, which apply inside its organization's.
+    Limits {
+        prefix: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -168,7 +205,57 @@ async fn orgs(store: &Store, c: OrgsCommand) -> Result<()> {
             store.delete_org(&org.id).await?;
             say(&format!("deleted organization '{name}'"));
         }
+        OrgsCommand::Limits { name, limits } => {
+            let org = org_named(store, &name).await?;
+            set_limits(store, &org.id, None, &limits).await?;
+        }
     }
+    Ok(())
+}
+
+/// Applies the flags to the stored override (or shows it when no flag is given) and prints it.
+async fn set_limits(
+    store: &Store,
+    org_id: &str,
+    key_id: Option<&str>,
+    args: &LimitArgs,
+) -> Result<()> {
+    let subject = key_id.unwrap_or(org_id);
+    let current = store.limits(subject).await?.map(|r| r.values());
+    let mut values = current.unwrap_or_default();
+    let changes = [
+        (&mut values.requests_per_minute, args.rpm),
+        (&mut values.request_burst, args.request_burst),
+        (&mut values.tokens_per_minute, args.tpm),
+        (&mut values.token_burst, args.token_burst),
+        (&mut values.max_concurrent, args.max_concurrent),
+    ];
+    let mut changed = args.reset;
+    for (field, new) in changes {
+        if new.is_some() {
+            *field = new;
+            changed = true;
+        }
+    }
+    if args.reset {
+        values = LimitValues::default();
+    }
+    if changed {
+        store.set_limits(org_id, key_id, &values).await?;
+    }
+    let show = |v: Option<i64>| match v {
+        None => "default".to_owned(),
+        Some(0) => "unlimited".to_owned(),
+        Some(n) => n.to_string(),
+    };
+    say(&format!(
+        "{subject}\trpm={}\trequest_burst={}\ttpm={}\ttoken_burst={}\tmax_concurrent={}",
+        show(values.requests_per_minute),
+        show(values.request_burst),
+        show(values.tokens_per_minute),
+        show(values.token_burst),
+        show(values.max_concurrent),
+    ));
     Ok(())
 }
 
@@ -204,6 +291,15 @@ async fn keys(store: &Store, c: KeysCommand) -> Result<()> {
             Some(_) => say(&format!("revoked {prefix}")),
             None => anyhow::bail!("no key with prefix '{prefix}'"),
         },
+        KeysCommand::Limits { prefix, limits } => {
+            let key = store
+                .list_keys(None)
+                .await?
+                .into_iter()
+                .find(|k| k.prefix == prefix)
+                .with_context(|| format!("no key with prefix '{prefix}'"))?;
+            set_limits(store, &key.org_id, Some(&key.id), &limits).await?;
+        }
     }
     Ok(())
 }

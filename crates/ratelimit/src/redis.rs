@@ -115,6 +115,19 @@ impl RedisLimiter {
         Ok(RedisLimiter::build(client, config, true))
     }
 
+    /// Waits up to `timeout` for the connection; whether it is up. A replica that starts while
+    /// Redis is away keeps running (degraded) and connects when Redis comes.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.inner.runner.client.is_connected() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
     /// The Redis client, for health checks or to share the connection.
     pub fn client(&self) -> &Client {
         &self.inner.runner.client

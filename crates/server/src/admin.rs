@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cognitude_store::Error as StoreError;
+use cognitude_store::{Error as StoreError, LimitValues};
 use http::{Method, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
@@ -141,8 +141,70 @@ pub(crate) async fn handle(
             },
             _ => Err(not_allowed()),
         },
+        ["orgs", id, "limits"] => {
+            if store.org(id).await?.is_none() {
+                return Err(ApiError::ResourceNotFound(format!("organization '{id}'")));
+            }
+            limits(state, method, id, None, &body).await
+        }
+        ["keys", prefix, "limits"] => {
+            let key = store
+                .list_keys(None)
+                .await?
+                .into_iter()
+                .find(|k| k.prefix == *prefix)
+                .ok_or_else(|| ApiError::ResourceNotFound(format!("key '{prefix}'")))?;
+            limits(state, method, &key.org_id, Some(&key.id), &body).await
+        }
         _ => Err(ApiError::NotFound(path.to_owned())),
     }
+}
+
+/// `GET`, `PUT` (replace) and `DELETE` (back to the defaults) of an organization's or a key's
+/// rate-limit override. Other replicas apply a change within `ratelimit.refresh_ms`.
+async fn limits(
+    state: &Arc<AppState>,
+    method: &Method,
+    org_id: &str,
+    key_id: Option<&str>,
+    body: &[u8],
+) -> Result<Response<ResponseBody>, ApiError> {
+    let subject = key_id.unwrap_or(org_id);
+    let row = match *method {
+        Method::GET => state.store().limits(subject).await?,
+        Method::PUT | Method::DELETE => {
+            let values: LimitValues = if *method == Method::DELETE {
+                LimitValues::default()
+            } else {
+                parse(body)?
+            };
+            let row = state.store().set_limits(org_id, key_id, &values).await?;
+            if let Some(l) = state.limits() {
+                l.apply(&row);
+            }
+            Some(row)
+        }
+        _ => {
+            return Err(ApiError::MethodNotAllowed {
+                method: method.to_string(),
+                path: format!("/admin/{}/limits", key_id.map_or("orgs", |_| "keys")),
+            });
+        }
+    };
+    let values = row.as_ref().map(|r| r.values()).unwrap_or_default();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "object": "rate_limits",
+            "org_id": org_id,
+            "key_id": key_id,
+            "enabled": state.limits().is_some(),
+            "override": values,
+            // A key's own limits apply on top of its organization's.
+            "effective": state.limits().map(|l| l.effective(subject, key_id.is_some())),
+            "updated_at": row.map(|r| r.updated_at),
+        }),
+    ))
 }
 
 /// `GET /v1/usage?from=&to=&limit=&cursor=` (`org=` for the admin). `from` and `to` are Unix

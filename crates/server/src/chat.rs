@@ -10,6 +10,7 @@ use cognitude_catalog::{Money, TokenUsage};
 use cognitude_protocol::sse;
 use cognitude_protocol::{ChatChunk, ChatRequest, ErrorBody, StreamAssembler, Usage, parse_json};
 use cognitude_providers::{ChunkStream, Error as UpstreamError};
+use cognitude_ratelimit::Snapshot;
 use http::{HeaderValue, Response};
 
 use cognitude_cache::{CacheKey, CacheStatus, Directives};
@@ -17,8 +18,9 @@ use cognitude_cache::{CacheKey, CacheStatus, Directives};
 use crate::body::ResponseBody;
 use crate::cache::{self, Answer, CacheLayer, Plan};
 use crate::error::ApiError;
+use crate::limits::Held;
 use crate::state::{AppState, Route};
-use crate::usage::{Recorder, estimated_usage};
+use crate::usage::{Caller, Recorder, estimated_usage};
 use crate::{RequestCtx, headers, metrics_names as m};
 
 /// What an upstream call produced, and which route produced it.
@@ -32,7 +34,9 @@ pub(crate) async fn handle(
     ctx: &RequestCtx,
     req_headers: &http::HeaderMap,
     body: Bytes,
+    caller: &Caller,
     recorder: &mut Recorder,
+    limits: &mut Option<Snapshot>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let req: ChatRequest = parse_json(&body).map_err(|e| ApiError::invalid(e.message, e.field))?;
     recorder.request(&req);
@@ -43,21 +47,48 @@ pub(crate) async fn handle(
         .route(&req.model)
         .ok_or_else(|| ApiError::ModelNotFound(req.model.clone()))?;
 
-    let org = recorder.rec().org_id.clone();
-    let plan = Plan::new(state, &org, &req, directives);
+    // Admission reserves the prompt's estimated tokens plus max_tokens; settled to the real
+    // usage when the response ends.
+    let held = match state.limits() {
+        Some(l) => {
+            let r = recorder.rec();
+            let reserve = u64::try_from(r.prompt_tokens_est).unwrap_or(0)
+                + r.max_tokens
+                    .and_then(|m| u64::try_from(m).ok())
+                    .unwrap_or(0);
+            Some(l.admit(caller, reserve, limits).await?)
+        }
+        None => None,
+    };
+
+    let plan = Plan::new(state, &caller.org_id, &req, directives);
     if plan.status == CacheStatus::Miss
         && let (Some(layer), Some(key)) = (&plan.layer, &plan.key)
         && let Some(hit) = layer.tiered.lookup(key).await
     {
+        // A hit calls no model: the reserved tokens go back.
+        settle(held, 0);
         return Ok(serve_hit(&req, hit, recorder));
     }
     recorder.rec().cache_status = Some(plan.status.as_str().to_owned());
 
     if req.is_stream() {
-        stream(state, ctx, req, route, recorder, plan).await
+        stream(state, ctx, req, route, recorder, plan, held).await
     } else {
-        complete(state, ctx, req, route, recorder, plan).await
+        complete(state, ctx, req, route, recorder, plan, held).await
     }
+}
+
+/// Settles a reservation, if the request was rate limited, to the tokens it really used.
+fn settle(held: Option<Held>, tokens: u64) {
+    if let Some(h) = held {
+        h.settle(tokens);
+    }
+}
+
+/// The tokens a response used, as rate limits count them.
+fn used_tokens(usage: Option<&Usage>) -> u64 {
+    usage.map_or(0, |u| u.prompt_tokens.saturating_add(u.completion_tokens))
 }
 
 /// Answers from a cache entry: the stored completion as JSON, or replayed as a stream. A hit
@@ -141,6 +172,7 @@ async fn complete(
     route: &Route,
     recorder: &mut Recorder,
     plan: Plan,
+    held: Option<Held>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     // Identical misses at the same time share one upstream call.
     let (result, shared) = match (&plan.layer, &plan.key, plan.status) {
@@ -153,7 +185,22 @@ async fn complete(
         }
         _ => (answer(state, &req, route).await, false),
     };
-    let ans = result?;
+    let ans = match result {
+        Ok(ans) => ans,
+        Err(e) => {
+            settle(held, 0);
+            return Err(e);
+        }
+    };
+    // A caller that waited on another's identical call used no tokens of its own.
+    settle(
+        held,
+        if shared {
+            0
+        } else {
+            used_tokens(ans.completion.usage.as_ref())
+        },
+    );
     if !shared && let Some((layer, key)) = plan.storable() {
         layer
             .store_answer(&key, &req.model, &plan.directives, &ans)
@@ -211,6 +258,7 @@ async fn stream(
     route: &Route,
     recorder: &mut Recorder,
     plan: Plan,
+    held: Option<Held>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     // Fallbacks apply until the first chunk: after that the client has content and a switch
     // would mix two answers.
@@ -222,7 +270,14 @@ async fn stream(
             Ok((first, s))
         }
     })
-    .await?;
+    .await;
+    let answered = match answered {
+        Ok(a) => a,
+        Err(e) => {
+            settle(held, 0);
+            return Err(e);
+        }
+    };
     let (first, upstream) = answered.value;
     let used = answered.route.clone();
     recorder.first_token();
@@ -238,6 +293,7 @@ async fn stream(
         upstream_model: used.upstream_model.clone(),
         store_to: plan.storable().map(|(l, k)| (l, k, plan.directives)),
         req,
+        held,
     };
     metrics::counter!(m::CACHE, "status" => plan.status.as_str()).increment(1);
     tokio::spawn(forwarder.run(first, upstream, tx));
@@ -271,6 +327,8 @@ struct Forwarder {
     /// Where to store the assembled response if the stream completes.
     store_to: Option<(Arc<CacheLayer>, CacheKey, Directives)>,
     req: ChatRequest,
+    /// The rate-limit reservation, settled when the stream ends.
+    held: Option<Held>,
 }
 
 /// How a forwarded stream ended.
@@ -366,6 +424,7 @@ impl Forwarder {
             reported.unwrap_or_else(|| estimated_usage(&self.upstream_model, &self.req, &text()));
         let cost = cost_of(&self.state, &self.route, &usage);
         record_usage(&self.route, Some(&usage), cost);
+        settle(self.held.take(), used_tokens(Some(&usage)));
         self.recorder.answered(
             &self.route.name,
             self.route.provider.name(),

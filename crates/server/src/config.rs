@@ -108,6 +108,63 @@ pub struct Config {
     pub cache: CacheConfig,
     #[serde(default)]
     pub alerts: AlertsSection,
+    #[serde(default)]
+    pub ratelimit: RateLimitConfig,
+}
+
+/// `[ratelimit]`: per-organization limits on requests, tokens and requests in flight.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    /// Each organization's default; 0 lifts the limit. Overrides: `PUT /admin/orgs/{id}/limits`.
+    pub requests_per_minute: u64,
+    /// Requests that may arrive at once; default `requests_per_minute`.
+    pub request_burst: Option<u64>,
+    /// 0 (the default) lifts the limit. A request reserves its estimated prompt tokens plus its
+    /// `max_tokens`, settled to the real usage when it ends.
+    pub tokens_per_minute: u64,
+    pub token_burst: Option<u64>,
+    /// Requests in flight per organization; 0 (the default) lifts the cap.
+    pub max_concurrent: u32,
+    /// Share limits across replicas through this Redis. Unset: `cache.redis_url` if that is set,
+    /// else limits are held in this process.
+    pub redis_url: Option<Secret>,
+    pub redis_prefix: String,
+    pub redis_timeout_ms: u64,
+    /// When Redis is unreachable: "open" (limit per replica in process) or "closed" (503).
+    pub on_redis_failure: FailurePolicy,
+    /// How often overrides made on other replicas are read from the database.
+    pub refresh_ms: u64,
+    /// Organizations (and keys) tracked in process before idle ones are forgotten.
+    pub max_tracked: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailurePolicy {
+    #[default]
+    Open,
+    Closed,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            enabled: true,
+            requests_per_minute: 100,
+            request_burst: None,
+            tokens_per_minute: 0,
+            token_burst: None,
+            max_concurrent: 0,
+            redis_url: None,
+            redis_prefix: "cognitude:rl".into(),
+            redis_timeout_ms: 100,
+            on_redis_failure: FailurePolicy::Open,
+            refresh_ms: 1_000,
+            max_tracked: 100_000,
+        }
+    }
 }
 
 /// `[alerts]`: cost alerts and digests.
@@ -459,6 +516,7 @@ pub struct Settings {
     pub cache: CacheConfig,
     pub alerts_enabled: bool,
     pub alerts: cognitude_alerts::AlertsConfig,
+    pub ratelimit: RateLimitConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -672,6 +730,36 @@ impl Config {
             ));
         }
 
+        let mut ratelimit = self.ratelimit.clone();
+        if ratelimit.redis_url.is_none() {
+            ratelimit.redis_url.clone_from(&self.cache.redis_url);
+        }
+        if let Some(u) = &ratelimit.redis_url
+            && !(u.expose().starts_with("redis://") || u.expose().starts_with("rediss://"))
+        {
+            return Err(ConfigError::new(
+                "ratelimit.redis_url",
+                "must start with redis://",
+            ));
+        }
+        for (field, burst) in [
+            ("ratelimit.request_burst", ratelimit.request_burst),
+            ("ratelimit.token_burst", ratelimit.token_burst),
+        ] {
+            if burst == Some(0) {
+                return Err(ConfigError::new(field, "must be positive (or left out)"));
+            }
+        }
+        if ratelimit.refresh_ms == 0
+            || ratelimit.redis_timeout_ms == 0
+            || ratelimit.max_tracked == 0
+        {
+            return Err(ConfigError::new(
+                "ratelimit",
+                "refresh_ms, redis_timeout_ms and max_tracked must be positive",
+            ));
+        }
+
         let a = &self.alerts;
         let alerts = cognitude_alerts::AlertsConfig {
             evaluate_every: Duration::from_secs(a.evaluate_every_secs),
@@ -734,6 +822,7 @@ impl Config {
             cache: self.cache.clone(),
             alerts_enabled: self.alerts.enabled,
             alerts,
+            ratelimit,
         })
     }
 

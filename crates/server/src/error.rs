@@ -41,6 +41,14 @@ pub enum ApiError {
     Forbidden(String),
     #[error("Too many failed authentication attempts from this address; retry later.")]
     TooManyAuthFailures { retry_after: std::time::Duration },
+    /// The organization (or key) is over one of its rate limits. `kind` is OpenAI's error type
+    /// for it: `requests` or `tokens`.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        kind: &'static str,
+        retry_after: std::time::Duration,
+    },
     #[error("{0} not found.")]
     ResourceNotFound(String),
     #[error("{0} already exists.")]
@@ -131,6 +139,11 @@ impl ApiError {
                 "rate_limit_error",
                 Some("too_many_auth_failures"),
             ),
+            ApiError::RateLimited { kind, .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                kind,
+                Some("rate_limit_exceeded"),
+            ),
             ApiError::ResourceNotFound(_) => (
                 StatusCode::NOT_FOUND,
                 "invalid_request_error",
@@ -162,7 +175,8 @@ impl ApiError {
     /// How long the client should wait before retrying, for a `Retry-After` header.
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
-            ApiError::TooManyAuthFailures { retry_after } => Some(*retry_after),
+            ApiError::TooManyAuthFailures { retry_after }
+            | ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -238,6 +252,14 @@ mod tests {
             429,
         );
         check(ApiError::Conflict("org".into()), 409);
+        check(
+            ApiError::RateLimited {
+                message: "slow down".into(),
+                kind: "tokens",
+                retry_after: std::time::Duration::from_secs(2),
+            },
+            429,
+        );
         let up = |status| UpstreamError::Status {
             status,
             message: "m".into(),

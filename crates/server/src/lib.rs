@@ -42,6 +42,7 @@ mod cache;
 mod chat;
 pub mod config;
 mod error;
+mod limits;
 mod serve;
 mod state;
 mod usage;
@@ -167,22 +168,39 @@ where
                 ctx.started,
                 state.settings.ledger.store_prompts,
             );
+            let mut limits = None;
             let result = async {
                 check_json_content_type(req.headers())?;
                 let headers = req.headers().clone();
                 let body = read_body(req, state.settings.max_body_bytes).await?;
-                chat::handle(state, ctx, &headers, body, &mut recorder).await
+                chat::handle(
+                    state,
+                    ctx,
+                    &headers,
+                    body,
+                    &caller,
+                    &mut recorder,
+                    &mut limits,
+                )
+                .await
             }
             .await;
             // A stream has taken the record with it and finishes it when it ends.
-            match &result {
-                Ok(resp) => recorder.finish(resp.status().as_u16(), None),
+            let mut resp = match result {
+                Ok(resp) => {
+                    recorder.finish(resp.status().as_u16(), None);
+                    resp
+                }
                 Err(e) => {
                     let (status, kind, _) = e.parts();
                     recorder.finish(status.as_u16(), Some(kind));
+                    error_response(&e)
                 }
+            };
+            if let Some(snapshot) = &limits {
+                limits::headers(resp.headers_mut(), snapshot);
             }
-            result
+            Ok(resp)
         }
         "/v1/models" => {
             allow(&Method::GET)?;
@@ -481,6 +499,7 @@ fn error_response(e: &ApiError) -> Response<ResponseBody> {
     if let ApiError::MethodNotAllowed { path, .. } = e {
         let allow = match path.trim_end_matches('/') {
             "/v1/chat/completions" => "POST",
+            p if p.starts_with("/admin") && p.ends_with("/limits") => "GET, PUT, DELETE",
             p if p.starts_with("/admin") => "GET, POST, DELETE",
             _ => "GET",
         };
@@ -491,6 +510,10 @@ fn error_response(e: &ApiError) -> Response<ResponseBody> {
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
         if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
             resp.headers_mut().insert(http::header::RETRY_AFTER, v);
+        }
+        // The OpenAI SDKs read this first: the wait to the millisecond.
+        if let Ok(v) = HeaderValue::from_str(&wait.as_millis().max(1).to_string()) {
+            resp.headers_mut().insert("retry-after-ms", v);
         }
     }
     resp
@@ -538,7 +561,7 @@ async fn health(state: &AppState) -> Response<ResponseBody> {
     let ledger = state.ledger();
     let status = if draining {
         "shutting_down"
-    } else if db_status == "up" {
+    } else if db_status == "up" && !state.limits().is_some_and(|l| l.is_degraded()) {
         "ok"
     } else {
         "degraded"
@@ -565,6 +588,7 @@ async fn health(state: &AppState) -> Response<ResponseBody> {
                 "replayed": ledger.stats().replayed(),
             },
             "providers": providers,
+            "ratelimit": state.limits().map(|l| l.health()),
             "cache": state.cache().map(|l| serde_json::json!({
                 "status": if l.tiered.tier_health().iter().all(|t| t.consecutive_failures == 0) { "up" } else { "degraded" },
                 "required": false,

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::FailedAuthLimiter;
 use crate::config::{ProviderKind, RetryPolicy, Settings};
+use crate::limits::RateLimits;
 
 /// One model clients can ask for.
 #[derive(Debug, Clone)]
@@ -40,6 +41,7 @@ pub struct AppState {
     failed_auth: FailedAuthLimiter,
     cache: Option<Arc<crate::cache::CacheLayer>>,
     alerts: Alerts,
+    limits: Option<Arc<RateLimits>>,
 }
 
 /// Background tasks a running server owns.
@@ -49,6 +51,9 @@ pub struct Background {
     /// The alert evaluator, when `alerts.enabled`; it stops when this value is dropped.
     pub alerts: Option<JoinHandle<()>>,
     _stop_alerts: tokio::sync::oneshot::Sender<()>,
+    /// Reads rate-limit overrides made on other replicas; stops when this value is dropped.
+    pub limits: Option<JoinHandle<()>>,
+    _stop_limits: tokio::sync::oneshot::Sender<()>,
 }
 
 /// Building the state failed.
@@ -67,6 +72,8 @@ pub enum BuildError {
     Cache(#[from] cognitude_cache::Error),
     #[error("alerts: {0}")]
     Alerts(#[from] cognitude_alerts::Error),
+    #[error("rate limiter: {0}")]
+    RateLimit(String),
 }
 
 impl AppState {
@@ -102,12 +109,23 @@ impl AppState {
                 let _ = stopped.await;
             }))
         });
+        if let Some(l) = state.limits() {
+            l.wait_connected(std::time::Duration::from_secs(2)).await;
+        }
+        let (stop_limits, limits_stopped) = tokio::sync::oneshot::channel::<()>();
+        let limits = state.limits.clone().map(|l| {
+            tokio::spawn(l.run_refresh(async move {
+                let _ = limits_stopped.await;
+            }))
+        });
         Ok((
             state,
             Background {
                 ledger_writer,
                 alerts,
                 _stop_alerts: stop,
+                limits,
+                _stop_limits: stop_limits,
             },
         ))
     }
@@ -178,6 +196,9 @@ impl AppState {
         )?;
         let authenticator = Authenticator::new(store.clone(), settings.key_cache_ttl);
         let failed_auth = FailedAuthLimiter::new(settings.failed_auth_per_minute);
+        let limits = RateLimits::build(&settings.ratelimit, store.clone())
+            .map_err(BuildError::RateLimit)?
+            .map(Arc::new);
         Ok(Arc::new(AppState {
             settings,
             routes,
@@ -191,6 +212,7 @@ impl AppState {
             failed_auth,
             cache,
             alerts,
+            limits,
         }))
     }
 
@@ -241,6 +263,10 @@ impl AppState {
 
     pub(crate) fn cache(&self) -> Option<&Arc<crate::cache::CacheLayer>> {
         self.cache.as_ref()
+    }
+
+    pub(crate) fn limits(&self) -> Option<&Arc<RateLimits>> {
+        self.limits.as_ref()
     }
 
     pub(crate) fn failed_auth(&self) -> &FailedAuthLimiter {

@@ -30,6 +30,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+#[path = "proxy/ratelimit.rs"]
+mod ratelimit;
+
 /// The process-wide metrics recorder (a recorder can be installed once per process).
 fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -49,6 +52,7 @@ struct Harness {
     org_id: String,
     key: String,
     dir: PathBuf,
+    _background: cognitude_server::Background,
 }
 
 const ADMIN_KEY: &str = "test-admin-key-0123456789";
@@ -119,7 +123,14 @@ fn config_for(
         catalog_id = "gpt-4o-mini"
 
         {extra}
-        "#
+        {ratelimit}
+        "#,
+        // Tests that are not about rate limits must not run into the default 100 a minute.
+        ratelimit = if extra.contains("[ratelimit]") {
+            ""
+        } else {
+            "[ratelimit]\nrequests_per_minute = 1000000"
+        },
     )
 }
 
@@ -164,10 +175,14 @@ impl Harness {
             .unwrap()
             .resolve(&HashMap::<String, String>::new())
             .unwrap();
-        let (state, _background) = AppState::start(settings, Some(metrics_handle()))
+        let (state, background) = AppState::start(settings, Some(metrics_handle()))
             .await
             .unwrap();
-        let org = state.store().create_org("test-org").await.unwrap();
+        // Replicas sharing a database share the organization.
+        let org = match state.store().org_by_name("test-org").await.unwrap() {
+            Some(org) => org,
+            None => state.store().create_org("test-org").await.unwrap(),
+        };
         let key = state.store().create_key(&org.id, "test").await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -186,6 +201,7 @@ impl Harness {
             org_id: org.id,
             key: key.secret,
             dir,
+            _background: background,
         }
     }
 
