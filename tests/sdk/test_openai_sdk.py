@@ -328,6 +328,25 @@ def test_wrong_key_raises_authentication_error():
         raise AssertionError("a wrong key was accepted")
 
 
+def test_auto_model_is_routed_for_sdk_users():
+    # Smart routing without leaving the OpenAI SDK: the model name asks for it.
+    raw = client.chat.completions.with_raw_response.create(
+        model="cognitude/auto:quality", messages=user("Which model answers this?")
+    )
+    assert raw.headers["x-cognitude-route-mode"] == "quality"
+    assert raw.headers["x-cognitude-complexity"].split(";")[0] in ("simple", "medium", "complex")
+    chosen = raw.headers["x-cognitude-model"]
+    assert chosen in PROVIDER, chosen
+    r = raw.parse()
+    assert "Which model answers this?" in r.choices[0].message.content
+    # Streams too.
+    stream = client.chat.completions.create(
+        model="cognitude/auto", messages=user("stream me"), stream=True
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert "stream me" in text, text
+
+
 def test_rate_limit_is_a_rate_limit_error_the_sdk_retries():
     # scripts/test made this organization with `cognitude orgs limits sdk-limited --rpm 120
     # --request-burst 2`: two requests at once, then one every half second.

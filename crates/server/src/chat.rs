@@ -19,6 +19,7 @@ use crate::body::ResponseBody;
 use crate::cache::{self, Answer, CacheLayer, Plan};
 use crate::error::ApiError;
 use crate::limits::Held;
+use crate::routing;
 use crate::state::{AppState, Route};
 use crate::usage::{Caller, Recorder, estimated_usage};
 use crate::{RequestCtx, headers, metrics_names as m};
@@ -29,24 +30,79 @@ struct Answered<'a, T> {
     route: &'a Route,
 }
 
+/// What a completion request brought.
+pub(crate) struct Inbound {
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    /// On `/v1/smart/completions`, the concrete model the client named (for policy rules and
+    /// as the savings baseline).
+    pub requested: Option<String>,
+}
+
 pub(crate) async fn handle(
     state: &Arc<AppState>,
     ctx: &RequestCtx,
-    req_headers: &http::HeaderMap,
-    body: Bytes,
+    inbound: Inbound,
     caller: &Caller,
     recorder: &mut Recorder,
     limits: &mut Option<Snapshot>,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let req: ChatRequest = parse_json(&body).map_err(|e| ApiError::invalid(e.message, e.field))?;
+    let Inbound {
+        headers: req_headers,
+        body,
+        requested,
+    } = inbound;
+    let requested = requested.as_deref();
+    let mut req: ChatRequest =
+        parse_json(&body).map_err(|e| ApiError::invalid(e.message, e.field))?;
     recorder.request(&req);
     req.validate()
         .map_err(|e| ApiError::invalid(e.to_string(), Some(e.field)))?;
-    let directives = cache::directives(req_headers)?;
-    let route = state
-        .route(&req.model)
-        .ok_or_else(|| ApiError::ModelNotFound(req.model.clone()))?;
+    let directives = cache::directives(&req_headers)?;
+    let routing = state.routing();
+    let (route, routed) = match routing::auto_mode(&req.model)? {
+        Some(mode) => {
+            let routed = routing.route(state.catalog(), &caller.org_id, &req, mode, requested)?;
+            let route = state
+                .route(&routed.route)
+                .ok_or_else(|| ApiError::ModelNotFound(routed.route.clone()))?;
+            recorder.routed(&routed);
+            // From here on the request is for the chosen model (the cache key included).
+            req.model.clone_from(&routed.route);
+            (route, Some(routed))
+        }
+        None => {
+            let route = state
+                .route(&req.model)
+                .ok_or_else(|| ApiError::ModelNotFound(req.model.clone()))?;
+            let c = routing.classify(&caller.org_id, &req);
+            recorder.classified(c.score, c.tier.as_str());
+            (route, None)
+        }
+    };
+    let mut resp =
+        answer_routed(state, ctx, req, route, caller, recorder, limits, directives).await?;
+    if let Some(r) = &routed {
+        routing::headers(resp.headers_mut(), r);
+    }
+    Ok(resp)
+}
 
+/// Admits, looks up the cache, and calls the route.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; the request's whole context"
+)]
+async fn answer_routed(
+    state: &Arc<AppState>,
+    ctx: &RequestCtx,
+    req: ChatRequest,
+    route: &Route,
+    caller: &Caller,
+    recorder: &mut Recorder,
+    limits: &mut Option<Snapshot>,
+    directives: Directives,
+) -> Result<Response<ResponseBody>, ApiError> {
     // Admission reserves the prompt's estimated tokens plus max_tokens; settled to the real
     // usage when the response ends.
     let held = match state.limits() {
@@ -68,6 +124,7 @@ pub(crate) async fn handle(
     {
         // A hit calls no model: the reserved tokens go back.
         settle(held, 0);
+        recorder.no_route_saving();
         return Ok(serve_hit(&req, hit, recorder));
     }
     recorder.rec().cache_status = Some(plan.status.as_str().to_owned());
@@ -550,7 +607,7 @@ fn backoff(
 }
 
 /// The usage in the catalog's terms.
-fn token_usage(u: &Usage) -> TokenUsage {
+pub(crate) fn token_usage(u: &Usage) -> TokenUsage {
     let cached = u.cached_tokens();
     let cache_write = u.cache_write_tokens();
     TokenUsage {

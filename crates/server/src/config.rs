@@ -110,6 +110,19 @@ pub struct Config {
     pub alerts: AlertsSection,
     #[serde(default)]
     pub ratelimit: RateLimitConfig,
+    #[serde(default)]
+    pub routing: RoutingConfig,
+}
+
+/// `[routing]`: smart routing for `/v1/smart/completions` and `model: "cognitude/auto"`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// The policy every organization gets: mode, thresholds, quality bars, allowed models and
+    /// providers, baseline, rules.
+    pub default: cognitude_router::Policy,
+    /// Policies of particular organizations, by organization id; each replaces the default.
+    pub orgs: BTreeMap<String, cognitude_router::Policy>,
 }
 
 /// `[ratelimit]`: per-organization limits on requests, tokens and requests in flight.
@@ -517,6 +530,7 @@ pub struct Settings {
     pub alerts_enabled: bool,
     pub alerts: cognitude_alerts::AlertsConfig,
     pub ratelimit: RateLimitConfig,
+    pub routing: RoutingConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -790,6 +804,8 @@ impl Config {
             resolve_routes(&self.models, &providers, &catalog)?
         };
 
+        check_routing(&self.routing, &catalog, &models)?;
+
         Ok(Settings {
             listen,
             max_body_bytes: self.server.max_body_bytes,
@@ -823,6 +839,7 @@ impl Config {
             alerts_enabled: self.alerts.enabled,
             alerts,
             ratelimit,
+            routing: self.routing,
         })
     }
 
@@ -948,6 +965,47 @@ fn resolve_provider(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
     })
+}
+
+/// Every routing policy names only catalog models, and every model it may choose by name (a
+/// baseline aside) is one the proxy serves.
+fn check_routing(
+    routing: &RoutingConfig,
+    catalog: &Catalog,
+    models: &[ResolvedRoute],
+) -> Result<(), ConfigError> {
+    let policies = std::iter::once(("routing.default".to_owned(), &routing.default)).chain(
+        routing
+            .orgs
+            .iter()
+            .map(|(org, p)| (format!("routing.orgs.{org}"), p)),
+    );
+    for (key, policy) in policies {
+        policy
+            .validate(catalog)
+            .map_err(|e| ConfigError::new(key.clone(), e.to_string()))?;
+        let served = |id: &str| models.iter().any(|r| r.catalog_id == id);
+        for rule in &policy.rules {
+            if !served(&rule.model) {
+                return Err(ConfigError::new(
+                    format!("{key}.rules"),
+                    format!(
+                        "model '{}' is not served by any [[models]] route",
+                        rule.model
+                    ),
+                ));
+            }
+        }
+        if !policy.constraints.allowed_models.is_empty()
+            && !policy.constraints.allowed_models.iter().any(|m| served(m))
+        {
+            return Err(ConfigError::new(
+                format!("{key}.allowed_models"),
+                "none of these models is served by a [[models]] route",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn default_routes(

@@ -43,6 +43,7 @@ mod chat;
 pub mod config;
 mod error;
 mod limits;
+mod routing;
 mod serve;
 mod state;
 mod usage;
@@ -154,53 +155,19 @@ where
     let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
     let trimmed = path.trim_end_matches('/');
     match trimmed {
-        "/v1/chat/completions" => {
+        "/v1/chat/completions" | "/v1/smart/completions" => {
             allow(&Method::POST)?;
-            if state.is_shutting_down() {
-                return Err(ApiError::ShuttingDown);
-            }
+            completion(state, ctx, req, peer, trimmed == "/v1/smart/completions").await
+        }
+        "/v1/smart/analyze" | "/v1/smart/info" => {
+            allow(if trimmed == "/v1/smart/info" {
+                &Method::GET
+            } else {
+                &Method::POST
+            })?;
             let caller = org_caller(state, peer, req.headers()).await?;
-            let mut recorder = usage::Recorder::new(
-                state.ledger().clone(),
-                &caller,
-                &ctx.request_id,
-                "chat_completions",
-                ctx.started,
-                state.settings.ledger.store_prompts,
-            );
-            let mut limits = None;
-            let result = async {
-                check_json_content_type(req.headers())?;
-                let headers = req.headers().clone();
-                let body = read_body(req, state.settings.max_body_bytes).await?;
-                chat::handle(
-                    state,
-                    ctx,
-                    &headers,
-                    body,
-                    &caller,
-                    &mut recorder,
-                    &mut limits,
-                )
-                .await
-            }
-            .await;
-            // A stream has taken the record with it and finishes it when it ends.
-            let mut resp = match result {
-                Ok(resp) => {
-                    recorder.finish(resp.status().as_u16(), None);
-                    resp
-                }
-                Err(e) => {
-                    let (status, kind, _) = e.parts();
-                    recorder.finish(status.as_u16(), Some(kind));
-                    error_response(&e)
-                }
-            };
-            if let Some(snapshot) = &limits {
-                limits::headers(resp.headers_mut(), snapshot);
-            }
-            Ok(resp)
+            let body = read_body(req, state.settings.max_body_bytes).await?;
+            routing::handle_read(state, &caller.org_id, trimmed, &body)
         }
         "/v1/models" => {
             allow(&Method::GET)?;
@@ -311,6 +278,72 @@ where
     }
 }
 
+/// `POST /v1/chat/completions`, or `/v1/smart/completions` (`smart`): one ledger record
+/// whatever happens after authentication, and the rate-limit headers on every answer.
+async fn completion<B>(
+    state: &Arc<AppState>,
+    ctx: &RequestCtx,
+    req: Request<B>,
+    peer: Option<std::net::IpAddr>,
+    smart: bool,
+) -> Result<Response<ResponseBody>, ApiError>
+where
+    B: Body<Data = Bytes> + Send,
+    B::Error: std::fmt::Display,
+{
+    if state.is_shutting_down() {
+        return Err(ApiError::ShuttingDown);
+    }
+    let caller = org_caller(state, peer, req.headers()).await?;
+    let mut recorder = usage::Recorder::new(
+        state.ledger().clone(),
+        &caller,
+        &ctx.request_id,
+        if smart {
+            "smart_completions"
+        } else {
+            "chat_completions"
+        },
+        ctx.started,
+        state.settings.ledger.store_prompts,
+    );
+    let mut limits = None;
+    let result = async {
+        check_json_content_type(req.headers())?;
+        let headers = req.headers().clone();
+        let mut body = read_body(req, state.settings.max_body_bytes).await?;
+        let mut requested = None;
+        if smart {
+            let parsed = routing::SmartBody::parse(&body)?;
+            requested = parsed.requested.clone();
+            body = parsed.into_chat_body()?;
+        }
+        let inbound = chat::Inbound {
+            headers,
+            body,
+            requested,
+        };
+        chat::handle(state, ctx, inbound, &caller, &mut recorder, &mut limits).await
+    }
+    .await;
+    // A stream has taken the record with it and finishes it when it ends.
+    let mut resp = match result {
+        Ok(resp) => {
+            recorder.finish(resp.status().as_u16(), None);
+            resp
+        }
+        Err(e) => {
+            let (status, kind, _) = e.parts();
+            recorder.finish(status.as_u16(), Some(kind));
+            error_response(&e)
+        }
+    };
+    if let Some(snapshot) = &limits {
+        limits::headers(resp.headers_mut(), snapshot);
+    }
+    Ok(resp)
+}
+
 /// The organization behind a request's API key.
 async fn org_caller(
     state: &AppState,
@@ -376,6 +409,8 @@ fn request_id(headers: &HeaderMap) -> String {
 fn endpoint_label(path: &str) -> &'static str {
     match path.trim_end_matches('/') {
         "/v1/chat/completions" => "chat_completions",
+        "/v1/smart/completions" => "smart_completions",
+        "/v1/smart/analyze" | "/v1/smart/info" => "smart",
         "/v1/models" => "models",
         "/v1/usage" => "usage",
         "/cache" | "/cache/stats" => "cache",
@@ -498,7 +533,7 @@ fn error_response(e: &ApiError) -> Response<ResponseBody> {
     let mut resp = json_response(status, &e.body());
     if let ApiError::MethodNotAllowed { path, .. } = e {
         let allow = match path.trim_end_matches('/') {
-            "/v1/chat/completions" => "POST",
+            "/v1/chat/completions" | "/v1/smart/completions" | "/v1/smart/analyze" => "POST",
             p if p.starts_with("/admin") && p.ends_with("/limits") => "GET, PUT, DELETE",
             p if p.starts_with("/admin") => "GET, POST, DELETE",
             _ => "GET",

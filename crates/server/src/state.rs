@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::auth::FailedAuthLimiter;
 use crate::config::{ProviderKind, RetryPolicy, Settings};
 use crate::limits::RateLimits;
+use crate::routing::SmartRouting;
 
 /// One model clients can ask for.
 #[derive(Debug, Clone)]
@@ -42,6 +43,7 @@ pub struct AppState {
     cache: Option<Arc<crate::cache::CacheLayer>>,
     alerts: Alerts,
     limits: Option<Arc<RateLimits>>,
+    routing: SmartRouting,
 }
 
 /// Background tasks a running server owns.
@@ -199,6 +201,7 @@ impl AppState {
         let limits = RateLimits::build(&settings.ratelimit, store.clone())
             .map_err(BuildError::RateLimit)?
             .map(Arc::new);
+        let routing = SmartRouting::new(&settings.routing, &settings.catalog, &settings.models);
         Ok(Arc::new(AppState {
             settings,
             routes,
@@ -213,6 +216,7 @@ impl AppState {
             cache,
             alerts,
             limits,
+            routing,
         }))
     }
 
@@ -263,6 +267,10 @@ impl AppState {
 
     pub(crate) fn cache(&self) -> Option<&Arc<crate::cache::CacheLayer>> {
         self.cache.as_ref()
+    }
+
+    pub(crate) fn routing(&self) -> &SmartRouting {
+        &self.routing
     }
 
     pub(crate) fn limits(&self) -> Option<&Arc<RateLimits>> {

@@ -4,10 +4,12 @@
 
 use std::time::Instant;
 
-use cognitude_catalog::Money;
+use cognitude_catalog::{ModelInfo, Money};
 use cognitude_protocol::{ChatRequest, Role, Usage};
 use cognitude_store::{Ledger, UsageRecord};
 use sha2::{Digest, Sha256};
+
+use crate::routing::Routed;
 
 /// Who made the request.
 #[derive(Debug, Clone)]
@@ -23,6 +25,8 @@ pub(crate) struct Recorder {
     rec: Option<UsageRecord>,
     started: Instant,
     store_prompts: bool,
+    /// For a routed request, the baseline model its real cost is compared with.
+    baseline: Option<ModelInfo>,
 }
 
 impl Recorder {
@@ -50,6 +54,7 @@ impl Recorder {
             rec: Some(rec),
             started,
             store_prompts,
+            baseline: None,
         }
     }
 
@@ -78,6 +83,28 @@ impl Recorder {
         }
     }
 
+    /// The request's complexity, recorded for every request (the analyzer reads it).
+    pub fn classified(&mut self, score: f64, tier: &str) {
+        let r = self.rec();
+        r.route_score = Some(score);
+        r.route_tier = Some(tier.to_owned());
+    }
+
+    /// The request was routed: how, and against which baseline its saving is measured.
+    pub fn routed(&mut self, routed: &Routed) {
+        self.classified(routed.score, routed.tier);
+        let r = self.rec();
+        r.routed = true;
+        r.route_mode = Some(routed.mode.as_str().to_owned());
+        r.baseline_model = routed.baseline.as_ref().map(|b| b.id.clone());
+        self.baseline.clone_from(&routed.baseline);
+    }
+
+    /// A cache hit paid nothing upstream: it records the cache's saving, not a routing one.
+    pub fn no_route_saving(&mut self) {
+        self.baseline = None;
+    }
+
     /// Fills who answered and what it used and cost.
     pub fn answered(
         &mut self,
@@ -98,6 +125,12 @@ impl Recorder {
         }
         r.tokens_estimated = estimated;
         r.cost_pico = cost.map_or(0, |c| i64::try_from(c.pico()).unwrap_or(i64::MAX));
+        // The real saving of a routed call: what the baseline would have cost for the same
+        // usage, minus what the chosen model cost.
+        if let (Some(b), Some(u), Some(c)) = (self.baseline.take(), usage, cost) {
+            let saving = b.cost(&crate::chat::token_usage(u)) - c;
+            self.rec().route_saving_pico = i64::try_from(saving.pico()).ok();
+        }
     }
 
     pub fn completion_text(&mut self, text: impl FnOnce() -> String) {
@@ -118,6 +151,7 @@ impl Recorder {
             rec: self.rec.take(),
             started: self.started,
             store_prompts: self.store_prompts,
+            baseline: self.baseline.take(),
         }
     }
 

@@ -32,6 +32,8 @@ use tokio::task::JoinHandle;
 
 #[path = "proxy/ratelimit.rs"]
 mod ratelimit;
+#[path = "proxy/smart.rs"]
+mod smart;
 
 /// The process-wide metrics recorder (a recorder can be installed once per process).
 fn metrics_handle() -> PrometheusHandle {
