@@ -71,19 +71,19 @@ enum OrgsCommand {
 struct LimitArgs {
     /// Requests per minute.
     #[arg(long)]
-    rpm: Option<i64>,
+    rpm: Option<u64>,
     /// Requests that may arrive at once (default: the rpm).
     #[arg(long)]
-    request_burst: Option<i64>,
+    request_burst: Option<u64>,
     /// Tokens per minute.
     #[arg(long)]
-    tpm: Option<i64>,
+    tpm: Option<u64>,
     /// Tokens one burst may use (default: the tpm).
     #[arg(long)]
-    token_burst: Option<i64>,
+    token_burst: Option<u64>,
     /// Requests in flight at once.
     #[arg(long)]
-    max_concurrent: Option<i64>,
+    max_concurrent: Option<u64>,
     /// Drop the override: the configured defaults apply again.
     #[arg(long, conflicts_with_all = ["rpm", "request_burst", "tpm", "token_burst", "max_concurrent"])]
     reset: bool,
@@ -232,8 +232,8 @@ async fn set_limits(
     ];
     let mut changed = args.reset;
     for (field, new) in changes {
-        if new.is_some() {
-            *field = new;
+        if let Some(v) = new {
+            *field = Some(i64::try_from(v).context("a limit is too large")?);
             changed = true;
         }
     }

@@ -298,6 +298,35 @@ fn orgs_and_keys_from_the_command_line() {
         "{listed}"
     );
     assert!(!listed.contains(&secret), "a secret was listed");
+    // Rate limits: flags change only what they name; 0 lifts a limit; --reset drops them.
+    let limits = |args: &[&str]| {
+        let mut all = vec!["--config", c, "orgs", "limits", name];
+        all.extend_from_slice(args);
+        run_ok(&dir, &all)
+    };
+    let out = limits(&["--rpm", "600", "--max-concurrent", "5"]);
+    assert!(
+        out.contains("rpm=600") && out.contains("max_concurrent=5"),
+        "{out}"
+    );
+    let out = limits(&["--tpm", "0"]);
+    assert!(
+        out.contains("rpm=600") && out.contains("tpm=unlimited"),
+        "{out}"
+    );
+    assert!(limits(&[]).contains("rpm=600"));
+    assert!(limits(&["--reset"]).contains("rpm=default"));
+    let out = cognitude()
+        .args(["--config", c, "orgs", "limits", name, "--rpm", "-3"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'-3'"));
+    let out = run_ok(
+        &dir,
+        &["--config", c, "keys", "limits", prefix, "--rpm", "7"],
+    );
+    assert!(out.contains("rpm=7"), "{out}");
     assert!(run_ok(&dir, &["--config", c, "keys", "revoke", prefix]).contains("revoked"));
     assert!(run_ok(&dir, &["--config", c, "keys", "list"]).contains("revoked"));
     let orgs = run_ok(&dir, &["--config", c, "orgs", "list"]);
