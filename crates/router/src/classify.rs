@@ -308,26 +308,28 @@ impl Classifier {
         let mut input_tokens = 0u64;
         let mut user_turns = 0u32;
         for (i, m) in messages.iter().enumerate() {
-            let stats = if Some(i) == ask_idx {
+            // Each branch keeps the counts where they are needed and yields only the tokens:
+            // the counts are a few hundred bytes, not worth copying once more.
+            let tokens = if Some(i) == ask_idx {
                 ask = scan::scan(&m.content, Depth::Full);
-                ask
+                ask.tokens()
             } else if Some(i) == prev_idx {
                 prev = scan::scan(&m.content, Depth::Brief);
                 context_tokens += prev.tokens();
-                prev
+                prev.tokens()
             } else if m.role == Role::System {
                 let s = scan::scan(&m.content, Depth::Brief);
                 system.merge(&s);
-                s
+                s.tokens()
             } else {
-                let s = scan::scan(&m.content, Depth::Tokens);
-                context_tokens += s.tokens();
-                s
+                let t = scan::scan(&m.content, Depth::Tokens).tokens();
+                context_tokens += t;
+                t
             };
             if m.role == Role::User {
                 user_turns += 1;
             }
-            input_tokens += stats.tokens() + MESSAGE_OVERHEAD;
+            input_tokens += tokens + MESSAGE_OVERHEAD;
         }
         if let Some(sys) = request.system {
             let s = scan::scan(&crate::request::Content::Text(sys), Depth::Brief);

@@ -3,9 +3,10 @@
 //! Two speeds. The detailed scanner follows words, numbers, lines, sentences and operators; it
 //! reads the whole text when the text is short, and for a long text its head, its tail and one
 //! sample block every [`STRIDE`] bytes in between (a long document's structure shows in those).
-//! The fast pass counts only what the token estimate needs (letters, word and number starts,
-//! punctuation, characters per script) over the rest. Both are byte-driven state machines with
-//! every counter on the stack: no allocation, no backtracking, linear time.
+//! The token estimate's counts (letters, word and number starts, punctuation, characters per
+//! script) are taken over every byte by a separate pass that the compiler vectorises, and that
+//! pass alone reads the rest. Every counter is on the stack: no allocation, no backtracking,
+//! linear time.
 
 use crate::lexicon::{self, Cue, StemHash};
 use crate::request::Content;
@@ -193,7 +194,7 @@ pub(crate) fn scan(content: &Content<'_>, depth: Depth) -> Stats {
             if start > global {
                 // A gap before the next detailed window: the fast pass.
                 let stop = (start - offset).min(bytes.len());
-                fast_pass(&bytes[pos..stop], &mut sc.s);
+                token_counts(&bytes[pos..stop], &mut sc.s);
                 sc.break_window();
                 pos = stop;
             } else {
@@ -229,7 +230,7 @@ pub(crate) fn scan(content: &Content<'_>, depth: Depth) -> Stats {
 fn zones(content: &Content<'_>, total: usize) -> (usize, usize) {
     let first = content.parts().next().unwrap_or("").as_bytes();
     let head = &first[..first.len().min(ZONE)];
-    let line_end = head.iter().position(|&b| b == b'\n');
+    let line_end = find_byte(head, b'\n');
     let intro = line_end.is_some_and(|e| {
         let line = head[..e].trim_ascii_end();
         line.ends_with(b":") || line.ends_with("：".as_bytes())
@@ -251,7 +252,7 @@ fn zones(content: &Content<'_>, total: usize) -> (usize, usize) {
         // After an intro line, a long last paragraph is the payload, not an instruction.
         Some(p) if intro && tail.len() - p > MAX_INSTRUCTION_LINE => last.len(),
         Some(p) => from + p + 2,
-        None => match tail.iter().rposition(|&b| b == b'\n') {
+        None => match rfind_byte(tail, b'\n') {
             // After an intro line, a long last line is more of the payload.
             Some(p) if intro && tail.len() - p > MAX_INSTRUCTION_LINE => last.len(),
             Some(p) => from + p + 1,
@@ -263,12 +264,63 @@ fn zones(content: &Content<'_>, total: usize) -> (usize, usize) {
     (head_end, tail_start)
 }
 
-fn find_pair(b: &[u8], c: u8) -> Option<usize> {
-    b.windows(2).position(|w| w[0] == c && w[1] == c)
+// Byte searches over the up to 600-byte zones. A plain `position` loop stops at each byte to
+// test for the end; these look at 16 bytes at a time (a loop without an early exit, which the
+// compiler vectorises) and only walk the bytes of a block that holds the byte sought.
+
+const BLOCK: usize = 16;
+
+fn has_byte(block: &[u8], c: u8) -> bool {
+    block.iter().fold(false, |found, &b| found | (b == c))
 }
 
+/// The first `c` in `b`.
+fn find_byte(b: &[u8], c: u8) -> Option<usize> {
+    let mut start = 0;
+    for block in b.chunks(BLOCK) {
+        if has_byte(block, c) {
+            return block.iter().position(|&x| x == c).map(|i| start + i);
+        }
+        start += block.len();
+    }
+    None
+}
+
+/// The last `c` in `b`.
+fn rfind_byte(b: &[u8], c: u8) -> Option<usize> {
+    let mut end = b.len();
+    for block in b.rchunks(BLOCK) {
+        end -= block.len();
+        if has_byte(block, c) {
+            return block.iter().rposition(|&x| x == c).map(|i| end + i);
+        }
+    }
+    None
+}
+
+/// The first position of two `c` in a row.
+fn find_pair(b: &[u8], c: u8) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = find_byte(&b[from..], c) {
+        let at = from + i;
+        if b.get(at + 1) == Some(&c) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// The last position of two `c` in a row.
 fn rfind_pair(b: &[u8], c: u8) -> Option<usize> {
-    b.windows(2).rposition(|w| w[0] == c && w[1] == c)
+    let mut to = b.len();
+    while let Some(at) = rfind_byte(&b[..to], c) {
+        if at > 0 && b[at - 1] == c {
+            return Some(at - 1);
+        }
+        to = at;
+    }
+    None
 }
 
 /// Which byte ranges of a text are read in detail.
@@ -356,73 +408,91 @@ const fn class_table() -> [u8; 256] {
     t
 }
 
-/// Token-estimate counts only, over bytes not read in detail.
-fn fast_pass(bytes: &[u8], s: &mut Stats) {
-    // A byte histogram (four interleaved tables, so consecutive bytes do not wait on each
-    // other's counter) gives every class count; word and number starts are counted on byte
-    // pairs, which the compiler vectorises.
-    if bytes.len() < 1024 {
-        return small_fast_pass(bytes, s);
-    }
-    let mut hist = [[0u32; 256]; 4];
-    // u32 counters: blocks of at most u32::MAX bytes keep them exact.
-    for block in bytes.chunks(u32::MAX as usize) {
-        let mut quads = block.chunks_exact(4);
-        for q in &mut quads {
-            hist[0][q[0] as usize] += 1;
-            hist[1][q[1] as usize] += 1;
-            hist[2][q[2] as usize] += 1;
-            hist[3][q[3] as usize] += 1;
-        }
-        for &b in quads.remainder() {
-            hist[0][b as usize] += 1;
-        }
-    }
-    let mut counts = [0u64; C_SCRIPT as usize + SCRIPTS];
-    for b in 0..256 {
-        let n: u64 = hist.iter().map(|h| u64::from(h[b])).sum();
-        counts[CLASS[b] as usize] += n;
-    }
-    let starts = |is: fn(&u8) -> bool| -> u64 {
-        let first = u64::from(is(&bytes[0]));
-        first
-            + bytes
-                .iter()
-                .zip(&bytes[1..])
-                .filter(|(p, c)| is(c) && !is(p))
-                .count() as u64
+/// The counts the token estimate needs (letters, digits, punctuation, newlines, word and
+/// number starts, non-ASCII characters by script) over `bytes`, as if a space preceded them.
+///
+/// Used for every byte of the text, read in detail or not, so the detailed scanner's per-byte
+/// loop does none of this. The ASCII counts are taken 16 bytes at a time into byte-wide
+/// counters, a loop the compiler turns into vector instructions; only 64-byte blocks holding
+/// a non-ASCII byte are looked at byte by byte, for the script of each character.
+fn token_counts(bytes: &[u8], s: &mut Stats) {
+    const LANES: usize = 16;
+    /// Byte-wide counters hold up to 255: flush them before.
+    const FLUSH: u32 = 255;
+    let Some(&first) = bytes.first() else {
+        return;
     };
-    s.words += starts(u8::is_ascii_alphabetic);
-    s.numbers += starts(u8::is_ascii_digit);
-    add_counts(&counts, s);
-}
-
-fn small_fast_pass(bytes: &[u8], s: &mut Stats) {
-    let mut counts = [0u64; C_SCRIPT as usize + SCRIPTS];
-    let mut words = 0u64;
-    let mut numbers = 0u64;
-    let mut prev = C_SPACE;
-    for &b in bytes {
-        let c = CLASS[b as usize];
-        counts[c as usize] += 1;
-        let fresh = u64::from(c != prev);
-        words += fresh & u64::from(c == C_LETTER);
-        numbers += fresh & u64::from(c == C_DIGIT);
-        prev = c;
+    // letters, digits, newlines, printable ASCII (0x21–0x7E), word starts, number starts.
+    let mut total = [0u64; 6];
+    let mut acc = [[0u8; LANES]; 6];
+    let mut rounds = 0;
+    let flush = |acc: &mut [[u8; LANES]; 6], total: &mut [u64; 6]| {
+        for (t, a) in total.iter_mut().zip(acc.iter_mut()) {
+            *t += a.iter().map(|&n| u64::from(n)).sum::<u64>();
+            *a = [0; LANES];
+        }
+    };
+    // Lane l of a round looks at byte `1 + 16k + l` and at the byte before it.
+    let rest = &bytes[1..];
+    let current = rest.chunks_exact(LANES);
+    let tail = current.remainder();
+    for (cur, prev) in current.zip(bytes.chunks_exact(LANES)) {
+        for l in 0..LANES {
+            let (b, p) = (cur[l], prev[l]);
+            let letter = is_letter(b);
+            let digit = b.is_ascii_digit();
+            acc[0][l] += u8::from(letter);
+            acc[1][l] += u8::from(digit);
+            acc[2][l] += u8::from(b == b'\n');
+            acc[3][l] += u8::from(b.wrapping_sub(0x21) < 0x5E);
+            acc[4][l] += u8::from(letter & !is_letter(p));
+            acc[5][l] += u8::from(digit & !p.is_ascii_digit());
+        }
+        rounds += 1;
+        if rounds == FLUSH {
+            flush(&mut acc, &mut total);
+            rounds = 0;
+        }
     }
+    if rounds > 0 {
+        flush(&mut acc, &mut total);
+    }
+    // The first byte (after a space) and the bytes after the last full round.
+    let done = bytes.len() - tail.len();
+    for (i, &b) in [first].iter().chain(tail).enumerate() {
+        let p = if i == 0 { b' ' } else { bytes[done + i - 2] };
+        let letter = is_letter(b);
+        let digit = b.is_ascii_digit();
+        total[0] += u64::from(letter);
+        total[1] += u64::from(digit);
+        total[2] += u64::from(b == b'\n');
+        total[3] += u64::from(b.wrapping_sub(0x21) < 0x5E);
+        total[4] += u64::from(letter & !is_letter(p));
+        total[5] += u64::from(digit & !p.is_ascii_digit());
+    }
+    let [letters, digits, newlines, printable, words, numbers] = total;
+    s.letters += letters;
+    s.digits += digits;
+    s.newlines += newlines;
+    s.punct += printable - letters - digits;
     s.words += words;
     s.numbers += numbers;
-    add_counts(&counts, s);
+    for block in bytes.chunks(64) {
+        if block.iter().fold(0u8, |m, &b| m | b) < 0x80 {
+            continue;
+        }
+        for &b in block {
+            let c = CLASS[b as usize];
+            if c >= C_SCRIPT {
+                s.scripts[(c - C_SCRIPT) as usize] += 1;
+            }
+        }
+    }
 }
 
-fn add_counts(counts: &[u64; C_SCRIPT as usize + SCRIPTS], s: &mut Stats) {
-    s.letters += counts[C_LETTER as usize];
-    s.digits += counts[C_DIGIT as usize];
-    s.punct += counts[C_PUNCT as usize];
-    s.newlines += counts[C_NEWLINE as usize];
-    for (k, n) in s.scripts.iter_mut().enumerate() {
-        *n += counts[C_SCRIPT as usize + k];
-    }
+#[inline]
+fn is_letter(b: u8) -> bool {
+    (b | 0x20).wrapping_sub(b'a') < 26
 }
 
 /// What the previous token was, for telling an operator from a hyphen or a slash in prose.
@@ -449,7 +519,6 @@ enum Rhs {
 /// The detailed scanner's state between bytes.
 struct Scanner {
     s: Stats,
-    prev_class: u8,
     prev_byte: u8,
     // The current word (letters, digits, underscores, apostrophes inside).
     w_chars: u32,
@@ -505,7 +574,6 @@ impl Scanner {
     fn new() -> Scanner {
         Scanner {
             s: Stats::default(),
-            prev_class: C_SPACE,
             prev_byte: b'\n',
             w_chars: 0,
             w_first: 0,
@@ -561,7 +629,6 @@ impl Scanner {
         self.end_line();
         self.need = 0;
         self.prev_cjk = 0;
-        self.prev_class = C_SPACE;
         self.prev_byte = b'\n';
         self.last_tok = Tok::None;
     }
@@ -572,42 +639,33 @@ impl Scanner {
     }
 
     fn feed(&mut self, bytes: &[u8]) {
+        // Every window starts after a break, as after a space: the token-estimate counts of a
+        // window are those of its bytes alone.
+        token_counts(bytes, &mut self.s);
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
             self.pos = self.base + i;
-            // Token-estimate counts, exactly as the fast pass makes them.
-            let c = CLASS[b as usize];
-            let fresh = c != self.prev_class;
-            match c {
-                C_LETTER => {
-                    self.s.letters += 1;
-                    self.s.words += u64::from(fresh);
-                }
-                C_DIGIT => {
-                    self.s.digits += 1;
-                    self.s.numbers += u64::from(fresh);
-                }
-                C_PUNCT => self.s.punct += 1,
-                C_NEWLINE => self.s.newlines += 1,
-                C_SPACE | C_CONT => {}
-                _ => self.s.scripts[(c - C_SCRIPT) as usize] += 1,
-            }
-            self.prev_class = c;
-
             if b < 0x80 {
-                if self.need > 0 {
-                    // A truncated multi-byte character: drop it.
-                    self.need = 0;
-                }
-                let next = bytes.get(i + 1).copied();
-                self.ascii(b, next);
-                self.prev_byte = b;
-                if c == C_LETTER && self.w_chars > 0 {
-                    // Most bytes are letters inside words: take the rest of the run at once.
+                // After an ASCII byte no multi-byte character is pending (a truncated one is
+                // dropped).
+                self.need = 0;
+                // Letters and spaces are most bytes: tested first, with direct branches, rather
+                // than through the dispatch on every ASCII byte.
+                if is_letter(b) {
+                    self.ascii_letter(b);
+                    self.prev_byte = b;
+                    // The word is open: take the rest of its letters at once.
                     i = self.letter_run(bytes, i + 1);
                     continue;
                 }
+                if b == b' ' {
+                    self.end_token();
+                    self.line_space();
+                } else {
+                    self.ascii(b, bytes.get(i + 1).copied());
+                }
+                self.prev_byte = b;
             } else {
                 self.utf8_byte(b);
                 self.prev_byte = b;
@@ -623,24 +681,29 @@ impl Scanner {
     fn letter_run(&mut self, bytes: &[u8], start: usize) -> usize {
         let mut j = start;
         let first_lower = (0x61..=0x7A).contains(&self.w_first);
+        // The loop works on locals, kept in registers: through `self`, the compiler may store
+        // the stem hash and the run length to memory at every letter.
+        let mut stem = self.stem;
+        let mut lower_run = self.w_lower_run;
+        let mut camel = self.w_camel;
         while let Some(&b) = bytes.get(j) {
-            if !b.is_ascii_alphabetic() {
+            if !is_letter(b) {
                 break;
             }
             let lower = b.is_ascii_lowercase();
-            if !lower && self.w_lower_run >= 2 && first_lower {
-                self.w_camel = true;
-            }
-            self.w_lower_run = if lower { self.w_lower_run + 1 } else { 0 };
-            self.stem.push(u32::from(b.to_ascii_lowercase()));
+            camel |= !lower && lower_run >= 2 && first_lower;
+            lower_run = if lower { lower_run + 1 } else { 0 };
+            stem.push(u32::from(b | 0x20));
             j += 1;
         }
+        self.stem = stem;
+        self.w_lower_run = lower_run;
+        self.w_camel = camel;
         let run = j - start;
         if run == 0 {
             return j;
         }
         let n = run as u32;
-        self.s.letters += run as u64;
         self.w_chars += n;
         self.w_alpha += n;
         for &b in &bytes[start..j] {
@@ -658,18 +721,21 @@ impl Scanner {
         j
     }
 
+    #[inline]
+    fn ascii_letter(&mut self, b: u8) {
+        self.resolve_op(Rhs::Letter);
+        if self.in_num {
+            // `4z`, `10th`: a number with a letter suffix.
+            self.end_number();
+            self.w_digit_first = true;
+        }
+        self.line_char(b);
+        self.word_letter(u32::from(b), b.is_ascii_lowercase(), b.is_ascii_uppercase());
+    }
+
     fn ascii(&mut self, b: u8, next: Option<u8>) {
         match b {
-            b'a'..=b'z' | b'A'..=b'Z' => {
-                self.resolve_op(Rhs::Letter);
-                if self.in_num {
-                    // `4z`, `10th`: a number with a letter suffix.
-                    self.end_number();
-                    self.w_digit_first = true;
-                }
-                self.line_char(b);
-                self.word_letter(u32::from(b), b.is_ascii_lowercase(), b.is_ascii_uppercase());
-            }
+            b'a'..=b'z' | b'A'..=b'Z' => self.ascii_letter(b),
             b'0'..=b'9' => {
                 self.resolve_op(Rhs::Digit);
                 self.line_char(b);
@@ -843,10 +909,16 @@ impl Scanner {
     }
 
     /// Judges a pending operator run now that what follows it is known.
+    // Called before most tokens, and usually with no operator pending: the check is inlined,
+    // the judging is not.
+    #[inline]
     fn resolve_op(&mut self, rhs: Rhs) {
-        if self.op_len == 0 {
-            return;
+        if self.op_len != 0 {
+            self.judge_op(rhs);
         }
+    }
+
+    fn judge_op(&mut self, rhs: Rhs) {
         if self.in_fence {
             // Inside a code block every operator is code.
             self.s.code_ops += 1;
@@ -933,14 +1005,18 @@ impl Scanner {
     }
 
     /// Ends the current word or number, if any.
+    // Called at every space and mark, mostly with no word or number open: the check is
+    // inlined, the work is not.
+    #[inline]
     fn end_token(&mut self) {
         if self.in_num {
             self.end_number();
-            return;
+        } else if self.w_chars != 0 {
+            self.end_word();
         }
-        if self.w_chars == 0 {
-            return;
-        }
+    }
+
+    fn end_word(&mut self) {
         let chars = self.w_chars;
         self.l_words = self.l_words.saturating_add(1);
         if self.pending_short_op {
@@ -1389,6 +1465,64 @@ mod tests {
         assert_eq!(s.clauses, 0, "{s:?}");
         let s = stats("Explain A, B, and C.");
         assert_eq!(s.clauses, 2, "{s:?}");
+    }
+
+    /// The token-estimate counts byte by byte, from the class table: what `token_counts`
+    /// computes sixteen bytes at a time.
+    fn reference_counts(bytes: &[u8]) -> Stats {
+        let mut s = Stats::default();
+        let mut prev = C_SPACE;
+        for &b in bytes {
+            let c = CLASS[b as usize];
+            let fresh = c != prev;
+            match c {
+                C_LETTER => {
+                    s.letters += 1;
+                    s.words += u64::from(fresh);
+                }
+                C_DIGIT => {
+                    s.digits += 1;
+                    s.numbers += u64::from(fresh);
+                }
+                C_PUNCT => s.punct += 1,
+                C_NEWLINE => s.newlines += 1,
+                C_SPACE | C_CONT => {}
+                _ => s.scripts[(c - C_SCRIPT) as usize] += 1,
+            }
+            prev = c;
+        }
+        s
+    }
+
+    #[test]
+    fn token_counts_match_byte_by_byte_counting() {
+        let mixed = "Rev 12% ($4.1M), x2 + y_3 = 7;\n\t客户 «été» Ж 😀 \u{1}\u{7f}|a1b2 ";
+        let mut texts: Vec<String> = (0..70)
+            .map(|n| mixed.repeat(n % 7).chars().take(n).collect())
+            .collect();
+        texts.push(mixed.repeat(400));
+        texts.push("a".repeat(16 * 300 + 5));
+        texts.push("1 ".repeat(5000));
+        for t in &texts {
+            let mut s = Stats::default();
+            token_counts(t.as_bytes(), &mut s);
+            assert_eq!(s, reference_counts(t.as_bytes()), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn byte_searches_match_plain_scans() {
+        let text = b"ab\ncd\n\nef\n\n\ngh\n".repeat(9);
+        for end in 0..text.len() {
+            for start in 0..end.min(40) {
+                let b = &text[start..end];
+                assert_eq!(find_byte(b, b'\n'), b.iter().position(|&x| x == b'\n'));
+                assert_eq!(rfind_byte(b, b'\n'), b.iter().rposition(|&x| x == b'\n'));
+                let pair = |w: &[u8]| w[0] == b'\n' && w[1] == b'\n';
+                assert_eq!(find_pair(b, b'\n'), b.windows(2).position(pair));
+                assert_eq!(rfind_pair(b, b'\n'), b.windows(2).rposition(pair));
+            }
+        }
     }
 
     #[test]

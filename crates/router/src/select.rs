@@ -201,11 +201,34 @@ pub fn estimate(model: &ModelInfo, input_tokens: u64, output_tokens: u64) -> (Mo
         output: output_tokens,
         ..TokenUsage::default()
     };
+    (model.cost(&usage), latency_estimate(model, output_tokens))
+}
+
+fn latency_estimate(model: &ModelInfo, output_tokens: u64) -> u64 {
     let generation = output_tokens.saturating_mul(1000) / u64::from(model.tokens_per_second.max(1));
-    (
-        model.cost(&usage),
-        u64::from(model.latency_ms).saturating_add(generation),
-    )
+    u64::from(model.latency_ms).saturating_add(generation)
+}
+
+/// [`estimate`] for the selection loop, equal to it to the picodollar: with no cached or
+/// cache-write tokens, `ModelInfo::cost` is the input and output terms at the prices in force.
+/// `Money::times` saturates in 128-bit arithmetic, which costs a call per term; a price that
+/// fits in 64 bits times a `u64` count cannot overflow 128 bits, so the plain product is exact.
+fn fast_estimate(model: &ModelInfo, input_tokens: u64, output_tokens: u64) -> (Money, u64) {
+    // Most models have one price; `prices_for` is a call into the catalog crate per model.
+    let p = if model.price_tiers.is_empty() {
+        &model.prices
+    } else {
+        model.prices_for(input_tokens)
+    };
+    let cost = times(p.input, input_tokens) + times(p.output, output_tokens);
+    (cost, latency_estimate(model, output_tokens))
+}
+
+fn times(price: Money, n: u64) -> Money {
+    match i64::try_from(price.pico()) {
+        Ok(p) => Money::from_pico(i128::from(p) * i128::from(n)),
+        Err(_) => price.times(n),
+    }
 }
 
 impl Selector {
@@ -249,7 +272,7 @@ impl Selector {
                 rejected.too_small += 1;
                 continue;
             }
-            let (cost, latency_ms) = estimate(m, c.input_tokens, out);
+            let (cost, latency_ms) = fast_estimate(m, c.input_tokens, out);
             if self
                 .constraints
                 .price_ceiling
@@ -266,7 +289,11 @@ impl Selector {
             });
         }
         let mode = self.mode;
-        candidates.sort_by(|a, b| rank(mode, a, b));
+        if !sort_by_packed_keys(mode, &mut candidates) {
+            // `rank` is a total order (it ends on the model id, unique in a catalog), so an
+            // unstable sort gives the same order as a stable one, without a scratch buffer.
+            candidates.sort_unstable_by(|a, b| rank(mode, a, b));
+        }
         let Some(&best) = candidates.first() else {
             return Err(Error::NoModel(rejected));
         };
@@ -283,6 +310,92 @@ impl Selector {
             reason,
         })
     }
+}
+
+/// The most candidates [`sort_by_packed_keys`] handles: its keys live on the stack, with the
+/// candidate's index in their low bits.
+const PACKED_MAX: usize = 128;
+const INDEX_BITS: u32 = 7;
+
+/// Sorts candidates in [`rank`] order through one 128-bit key each, if every candidate's
+/// figures fit in it (a cost under 2⁶⁴ picodollars, a latency under 2⁴¹ ms, a quality under
+/// 2¹⁵) and there are at most [`PACKED_MAX`]; returns false, leaving the list as it was,
+/// otherwise. Comparing integers is several times cheaper than [`rank`], which follows each
+/// candidate's model and branches on the mode at every comparison.
+///
+/// Key, most significant first: 1 bit below the bar; then the mode's three criteria
+/// (cost: 64 bits, latency: 41, reversed quality: 15) in [`rank`]'s order; then the index.
+/// Equal criteria fall back to the model id, as in [`rank`].
+fn sort_by_packed_keys(mode: Mode, candidates: &mut [Candidate<'_>]) -> bool {
+    let n = candidates.len();
+    if n > PACKED_MAX {
+        return false;
+    }
+    let mut keys = [0u128; PACKED_MAX];
+    for (i, (key, c)) in keys.iter_mut().zip(candidates.iter()).enumerate() {
+        let (Ok(cost), true, true) = (
+            u64::try_from(c.cost.pico()),
+            c.latency_ms < 1 << 41,
+            c.model.quality < 1 << 15,
+        ) else {
+            return false;
+        };
+        let (cost, latency) = (u128::from(cost), u128::from(c.latency_ms));
+        let worse_quality = u128::from((1 << 15) - 1 - c.model.quality);
+        let criteria = match (c.meets_bar, mode) {
+            (true, Mode::Cost) => cost << 56 | worse_quality << 41 | latency,
+            (true, Mode::Latency) => latency << 79 | cost << 15 | worse_quality,
+            (false, _) | (true, Mode::Quality) => worse_quality << 105 | cost << 41 | latency,
+        };
+        let below_bar = u128::from(!c.meets_bar);
+        *key = below_bar << 127 | criteria << INDEX_BITS | i as u128;
+    }
+    let keys = &mut keys[..n];
+    keys.sort_unstable();
+    // Candidates equal on every criterion are ordered by model id (rare: a run of equal keys).
+    let index = |k: u128| (k & ((1 << INDEX_BITS) - 1)) as usize;
+    let tied = |a: u128, b: u128| (a ^ b) >> INDEX_BITS == 0;
+    let mut start = if keys.windows(2).any(|w| tied(w[0], w[1])) {
+        0
+    } else {
+        n
+    };
+    while start < n {
+        let mut end = start + 1;
+        while end < n && tied(keys[end], keys[start]) {
+            end += 1;
+        }
+        if end - start > 1 {
+            keys[start..end].sort_unstable_by(|&a, &b| {
+                candidates[index(a)]
+                    .model
+                    .id
+                    .cmp(&candidates[index(b)].model.id)
+            });
+        }
+        start = end;
+    }
+    // Moves every candidate to its place, cycle by cycle: position k takes the candidate at
+    // `index(keys[k])`.
+    let mut placed = [false; PACKED_MAX];
+    for first in 0..n {
+        if placed[first] {
+            continue;
+        }
+        let held = candidates[first];
+        let mut k = first;
+        loop {
+            placed[k] = true;
+            let from = index(keys[k]);
+            if from == first {
+                candidates[k] = held;
+                break;
+            }
+            candidates[k] = candidates[from];
+            k = from;
+        }
+    }
+    true
 }
 
 /// Best first. Models that meet the bar come first, ordered by the mode; those below it after,
@@ -320,27 +433,67 @@ fn rank(mode: Mode, a: &Candidate<'_>, b: &Candidate<'_>) -> Ordering {
 }
 
 fn reason(mode: Mode, c: &Classification, bar: u32, best: &Candidate<'_>, n: usize) -> String {
-    let what = format!("{} request (score {:.2})", c.tier, c.score);
+    use std::fmt::Write as _;
+    // One buffer, sized for the usual line, written in place: the reason is built on every
+    // selection, and intermediate strings would cost an allocation each.
+    let mut out = String::with_capacity(128);
     let id = &best.model.id;
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{} request (score {:.2}): ", c.tier, c.score);
     if !best.meets_bar {
-        return format!(
-            "{what}: no allowed model reaches quality {bar}; {id} is the best available (quality {})",
+        let _ = write!(
+            out,
+            "no allowed model reaches quality {bar}; {id} is the best available (quality {})",
             best.model.quality
         );
+        return out;
     }
-    match mode {
-        Mode::Cost => format!(
-            "{what}: {id} is the cheapest of {n} eligible models with quality ≥ {bar} (~${} est.)",
-            best.cost
-        ),
-        Mode::Latency => format!(
-            "{what}: {id} is the fastest of {n} eligible models with quality ≥ {bar} (~{:.1} s est.)",
+    let _ = match mode {
+        Mode::Cost => {
+            let _ = write!(
+                out,
+                "{id} is the cheapest of {n} eligible models with quality ≥ {bar} (~$"
+            );
+            write_money(&mut out, best.cost);
+            out.write_str(" est.)")
+        }
+        Mode::Latency => write!(
+            out,
+            "{id} is the fastest of {n} eligible models with quality ≥ {bar} (~{:.1} s est.)",
             best.latency_ms as f64 / 1000.0
         ),
-        Mode::Quality => format!(
-            "{what}: {id} has the highest quality ({}) of {n} eligible models",
+        Mode::Quality => write!(
+            out,
+            "{id} has the highest quality ({}) of {n} eligible models",
             best.model.quality
         ),
+    };
+    out
+}
+
+/// Writes an amount as `Money`'s `Display` does (dollars, then the picodollar fraction without
+/// trailing zeros), without the temporary string that `Display` formats the fraction into.
+fn write_money(out: &mut String, m: Money) {
+    use std::fmt::Write as _;
+    const PICO_PER_USD: u128 = 1_000_000_000_000;
+    let pico = m.pico();
+    let abs = pico.unsigned_abs();
+    let sign = if pico < 0 { "-" } else { "" };
+    // The fraction is below 10¹², and whole dollars nearly always fit in 64 bits: 64-bit
+    // arithmetic and formatting avoid the library calls that 128-bit division takes.
+    let frac = (abs % PICO_PER_USD) as u64;
+    let _ = match u64::try_from(abs / PICO_PER_USD) {
+        Ok(whole) => write!(out, "{sign}{whole}"),
+        Err(_) => write!(out, "{sign}{}", abs / PICO_PER_USD),
+    };
+    if frac != 0 {
+        let (mut frac, mut digits) = (frac, 12);
+        // Trailing decimal zeros are dropped.
+        while frac % 10 == 0 {
+            frac /= 10;
+            digits -= 1;
+        }
+        let _ = write!(out, ".{frac:0digits$}");
     }
 }
 
@@ -506,6 +659,87 @@ mod tests {
         assert_eq!(latency, 500 + 7000);
         assert_eq!(expected_output_tokens(Tier::Complex, Some(100)), 100);
         assert_eq!(expected_output_tokens(Tier::Simple, None), 250);
+    }
+
+    #[test]
+    fn packed_keys_sort_as_rank_does() {
+        let cat = catalog();
+        let builtin = Catalog::builtin();
+        let models: Vec<&ModelInfo> = cat.models().iter().chain(builtin.models()).collect();
+        // Spread and tied figures, above and below the bar, in every mode.
+        let mut list = Vec::new();
+        for (i, m) in models.iter().enumerate() {
+            for j in 0..3u64 {
+                list.push(Candidate {
+                    model: m,
+                    cost: Money::from_pico(i128::from((i as u64 * 7 + j) % 5) * 1000),
+                    latency_ms: (i as u64 + j) % 4,
+                    meets_bar: !(i + j as usize).is_multiple_of(3),
+                });
+            }
+        }
+        list.truncate(PACKED_MAX);
+        for mode in Mode::ALL {
+            for len in [0, 1, 2, 5, 40, list.len()] {
+                let mut packed = list[..len].to_vec();
+                assert!(sort_by_packed_keys(mode, &mut packed));
+                let mut reference = list[..len].to_vec();
+                reference.sort_by(|a, b| rank(mode, a, b));
+                // Candidates of the same model may tie completely; compare what rank sees.
+                let view = |v: &[Candidate<'_>]| {
+                    v.iter()
+                        .map(|c| (c.model.id.clone(), c.cost, c.latency_ms, c.meets_bar))
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(view(&packed), view(&reference), "{mode} {len}");
+            }
+        }
+        let mut too_dear = list[..3].to_vec();
+        too_dear[1].cost = Money::from_pico(1 << 70);
+        let before = too_dear.clone();
+        assert!(!sort_by_packed_keys(Mode::Cost, &mut too_dear));
+        assert_eq!(too_dear, before);
+    }
+
+    #[test]
+    fn fast_estimates_and_money_text_match_the_catalog() {
+        let cat = Catalog::builtin();
+        for m in cat.models() {
+            for (input, output) in [
+                (0, 0),
+                (1, 250),
+                (1234, 700),
+                (250_000, 1500),
+                (u64::MAX, 9),
+            ] {
+                assert_eq!(
+                    fast_estimate(m, input, output),
+                    estimate(m, input, output),
+                    "{}",
+                    m.id
+                );
+            }
+        }
+        for pico in [
+            0,
+            1,
+            -1,
+            10,
+            1_000_000_000_000,
+            -2_500_000_000_000,
+            1_130_800_000,
+            i128::MAX,
+            i128::MIN + 1,
+        ] {
+            let m = Money::from_pico(pico);
+            let mut s = String::new();
+            write_money(&mut s, m);
+            assert_eq!(s, m.to_string());
+        }
+        assert_eq!(
+            times(Money::from_pico(i128::MAX), 2),
+            Money::from_pico(i128::MAX)
+        );
     }
 
     #[test]
