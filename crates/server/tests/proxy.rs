@@ -30,6 +30,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+#[path = "proxy/cache_faults.rs"]
+mod cache_faults;
+
 /// The process-wide metrics recorder (a recorder can be installed once per process).
 fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
