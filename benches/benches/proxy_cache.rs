@@ -45,10 +45,14 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(run())
+    let dir = std::env::temp_dir().join(format!("cognitude-proxy-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = rt.block_on(run(&dir));
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
-async fn run() -> anyhow::Result<()> {
+async fn run(dir: &Path) -> anyhow::Result<()> {
     let samples = match std::env::var("PROXY_BENCH_SAMPLES") {
         Ok(v) => v.parse().context("PROXY_BENCH_SAMPLES")?,
         Err(_) => DEFAULT_SAMPLES,
@@ -62,15 +66,13 @@ async fn run() -> anyhow::Result<()> {
         None
     };
     let prefix = format!("cognitude-bench:{}", std::process::id());
-    let dir = std::env::temp_dir().join(format!("cognitude-proxy-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
     let metrics = PrometheusBuilder::new().install_recorder()?;
 
     let mock = MockServer::start(MockConfig::default()).await?;
-    let a = Proxy::start(&mock, &dir, "a", redis.as_deref(), &prefix, &metrics, None).await?;
+    let a = Proxy::start(&mock, dir, "a", redis.as_deref(), &prefix, &metrics, None).await?;
     let b = match &redis {
         Some(url) => {
-            Some(Proxy::start(&mock, &dir, "b", Some(url), &prefix, &metrics, Some(&a)).await?)
+            Some(Proxy::start(&mock, dir, "b", Some(url), &prefix, &metrics, Some(&a)).await?)
         }
         None => None,
     };
@@ -130,7 +132,6 @@ async fn run() -> anyhow::Result<()> {
     if let Some(b) = b {
         b.stop().await;
     }
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
