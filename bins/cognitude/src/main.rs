@@ -156,6 +156,12 @@ fn run(cli: Cli) -> Result<()> {
             Command::CheckConfig | Command::Route { .. } => Ok(()),
             Command::Migrate => {
                 open_store(&settings).await?;
+                if cognitude_server::migrate_cache(&settings)
+                    .await
+                    .context("the PostgreSQL cache tier's migrations failed")?
+                {
+                    say("cache tier migrations are up to date");
+                }
                 say("migrations are up to date");
                 Ok(())
             }

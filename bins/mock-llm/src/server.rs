@@ -115,7 +115,7 @@ where
     }
     let faults = active_faults(&directive, &call.model, &state.stats);
 
-    tokio::time::sleep(state.config.latency + faults.delay).await;
+    pause(state.config.latency + faults.delay).await;
     if let Some(status) = faults.status {
         return injected(api, status, faults.retry_after.as_ref());
     }
@@ -144,7 +144,7 @@ where
         // Generation time: the whole answer's tokens, paid before the headers as a real
         // non-streaming API does.
         let tokens = u32::try_from(reply.completion_tokens).unwrap_or(u32::MAX);
-        tokio::time::sleep(state.config.per_token.saturating_mul(tokens)).await;
+        pause(state.config.per_token.saturating_mul(tokens)).await;
         match api {
             Api::OpenAi => json(
                 StatusCode::OK,
@@ -168,6 +168,15 @@ where
 
 /// Reads the directive from the last user message and the `x-mock` header, and takes it out of
 /// the text the default answer quotes.
+/// Waits `delay`; no wait at all when it is zero. A zero-length tokio sleep still waits for the
+/// timer's next millisecond tick, which made a "no latency" mock take about a millisecond per
+/// sleep and hid the proxy's own cost under it.
+async fn pause(delay: Duration) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+}
+
 fn read_directive(call: &mut Call, headers: &HeaderMap) -> Result<Directive, String> {
     let (in_text, rest) = directive::extract(&call.prompt.user_text)?;
     call.prompt.user_text = rest;

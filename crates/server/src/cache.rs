@@ -61,6 +61,7 @@ impl CacheLayer {
         if let Some(url) = &c.postgres_url {
             let mut cfg = PostgresConfig::new(url.expose());
             cfg.schema.clone_from(&c.postgres_schema);
+            migrate_postgres_tier(cfg.clone()).await;
             let pg = PostgresCache::connect_lazy(cfg).await?;
             tiers.push((
                 Arc::new(pg),
@@ -274,4 +275,41 @@ pub(crate) async fn clear(
             ))
         }
     }
+}
+
+/// Creates the PostgreSQL tier's table (and schema) before it is used. PostgreSQL away at start
+/// must not stop the proxy: the tier then counts as failing (the breaker skips it) while a task
+/// retries the migration until it succeeds.
+pub(crate) async fn migrate_postgres_tier(cfg: PostgresConfig) {
+    const ATTEMPT: Duration = Duration::from_secs(5);
+    match tokio::time::timeout(ATTEMPT, PostgresCache::migrate(&cfg)).await {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cache: PostgreSQL tier not ready; retrying in the background")
+        }
+        Err(_) => {
+            tracing::warn!("cache: PostgreSQL tier did not answer; retrying in the background")
+        }
+    }
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(ATTEMPT).await;
+            if let Ok(Ok(())) = tokio::time::timeout(ATTEMPT, PostgresCache::migrate(&cfg)).await {
+                tracing::info!("cache: PostgreSQL tier migrated");
+                return;
+            }
+        }
+    });
+}
+
+/// Runs the PostgreSQL cache tier's migrations, when the configuration has that tier.
+pub async fn migrate_cache(settings: &crate::Settings) -> Result<bool, cognitude_cache::Error> {
+    let c = &settings.cache;
+    let Some(url) = c.postgres_url.as_ref().filter(|_| c.enabled) else {
+        return Ok(false);
+    };
+    let mut cfg = PostgresConfig::new(url.expose());
+    cfg.schema.clone_from(&c.postgres_schema);
+    PostgresCache::migrate(&cfg).await?;
+    Ok(true)
 }

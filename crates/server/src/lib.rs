@@ -60,6 +60,7 @@ use http_body_util::BodyExt;
 
 pub use auth::PeerAddr;
 pub use body::ResponseBody;
+pub use cache::migrate_cache;
 pub use config::{Config, ConfigError, Env, ProcessEnv, Settings};
 pub use error::ApiError;
 pub use serve::serve;

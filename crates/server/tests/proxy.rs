@@ -30,6 +30,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+#[path = "proxy/cache_faults.rs"]
+mod cache_faults;
 #[path = "proxy/ratelimit.rs"]
 mod ratelimit;
 #[path = "proxy/smart.rs"]
@@ -87,7 +89,7 @@ fn config_for(
         [database]
         url = "{db_url}"
         pool_size = 4
-        connect_timeout_ms = 300
+        connect_timeout_ms = 2000
 
         [ledger]
         spill_path = "{dir}/ledger.spill"
