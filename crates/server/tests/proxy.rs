@@ -30,6 +30,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+#[path = "proxy/analytics.rs"]
+mod analytics;
 #[path = "proxy/ratelimit.rs"]
 mod ratelimit;
 
