@@ -568,8 +568,10 @@ async fn plant_breakdown_records(s: &Store) {
         .unwrap();
 }
 
-/// (group, requests, cost in picodollars, saved, cache hits, p50, p95, max) of each group.
-fn summary(groups: &[BreakdownGroup]) -> Vec<(String, i64, i128, i128, i64, i64, i64, i64)> {
+/// (group, requests, cost in picodollars, saved, cache hits, p50, p95, max).
+type GroupSummary = (String, i64, i128, i128, i64, i64, i64, i64);
+
+fn summary(groups: &[BreakdownGroup]) -> Vec<GroupSummary> {
     groups
         .iter()
         .map(|g| {
