@@ -1,6 +1,7 @@
 //! The `cognitude` binary: parses the command line and configuration, installs logging and
 //! metrics, and runs the server until SIGINT or SIGTERM. Everything else lives in the crates.
 
+mod analyze;
 mod route;
 
 use std::path::{Path, PathBuf};
@@ -40,6 +41,15 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Print an organization's cost-saving recommendations from its ledger.
+    Analyze {
+        /// The organization's name.
+        #[arg(long)]
+        org: String,
+        /// How far back to look: days or hours, e.g. 30d (the default), 7d, 24h.
+        #[arg(long)]
+        window: Option<String>,
+    },
     /// Classify and route prompts read as JSON lines on stdin; one JSON line out per line in.
     Route {
         /// cost, latency or quality (default: cost).
@@ -167,6 +177,17 @@ fn run(cli: Cli) -> Result<()> {
             }
             Command::Orgs(c) => orgs(&open_store(&settings).await?, c).await,
             Command::Keys(c) => keys(&open_store(&settings).await?, c).await,
+            Command::Analyze { org, window } => {
+                let store = open_store(&settings).await?;
+                let org = org_named(&store, &org).await?;
+                // The organization's routing policy decides tiers and the cheaper alternatives.
+                let routing = &settings.routing;
+                let policy = routing.orgs.get(&org.id).unwrap_or(&routing.default);
+                let text = analyze::run(&store, &settings.catalog, policy, &org, window.as_deref())
+                    .await?;
+                say(text.trim_end());
+                Ok(())
+            }
         }
     })
 }

@@ -414,3 +414,84 @@ fn sigterm_lets_a_stream_in_flight_finish_then_exits_zero() {
     // New connections are refused once it has stopped.
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
+
+#[test]
+fn analyze_prints_an_orgs_recommendations_or_says_why_there_are_none() {
+    let dir = temp_dir("analyze");
+    let db = format!("sqlite://{}/a.db", dir.display());
+    let cfg = write(&dir, "c.toml", &format!("[database]\nurl = \"{db}\"\n"));
+    let c = cfg.to_str().unwrap();
+    run_ok(&dir, &["--config", c, "orgs", "create", "quiet"]);
+    run_ok(&dir, &["--config", c, "orgs", "create", "busy"]);
+    let out = run_ok(&dir, &["--config", c, "analyze", "--org", "quiet"]);
+    assert!(
+        out.contains("No recommendations") && out.contains("0 records"),
+        "{out}"
+    );
+
+    // 200 identical requests an hour ago, a quarter of a second apart, each paid $0.01 with the
+    // cache off: 199 repeats.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = cognitude_store::Store::connect(&db).await.unwrap();
+        let org = store.org_by_name("busy").await.unwrap().unwrap();
+        let now = cognitude_store::now_micros();
+        let records: Vec<cognitude_store::UsageRecord> = (0..200i64)
+            .map(|i| cognitude_store::UsageRecord {
+                id: format!("rec_cli_{i:03}"),
+                request_id: format!("req_{i}"),
+                org_id: org.id.clone(),
+                created_at: now - 3_600_000_000 + i * 250_000,
+                endpoint: "chat_completions".into(),
+                model_requested: "gpt-4o-mini".into(),
+                model_used: Some("gpt-4o-mini".into()),
+                status: 200,
+                prompt_tokens: 40,
+                completion_tokens: 10,
+                cost_pico: 10_000_000_000,
+                cache_status: Some("off".into()),
+                request_hash: "cd".repeat(32),
+                prefix_hash: "ab".repeat(32),
+                ..cognitude_store::UsageRecord::default()
+            })
+            .collect();
+        assert_eq!(store.insert_usage(&records).await.unwrap(), 200);
+    });
+
+    // Over a 7-day window: 199 × $0.01 × 30 / 7 = $8.53 a month.
+    let out = run_ok(
+        &dir,
+        &["--config", c, "analyze", "--org", "busy", "--window", "7d"],
+    );
+    assert!(out.contains("200 records"), "{out}");
+    let first = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("1 "))
+        .unwrap_or_else(|| panic!("no ranked line: {out}"));
+    assert!(first.contains("$8.53") && first.contains("cache"), "{out}");
+    assert!(out.contains("Turn the response cache on"), "{out}");
+    assert!(
+        out.contains("Total estimated saving: $8.53 a month (1 recommendation)"),
+        "{out}"
+    );
+
+    for (args, needle) in [
+        (vec!["analyze", "--org", "busy", "--window", "9w"], "9w"),
+        (vec!["analyze", "--org", "nobody"], "nobody"),
+    ] {
+        let out = cognitude()
+            .args(["--config", c])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(needle),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

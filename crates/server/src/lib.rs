@@ -36,6 +36,7 @@
 
 mod admin;
 mod alerts_api;
+pub mod analytics;
 mod auth;
 mod body;
 mod cache;
@@ -264,6 +265,19 @@ where
                 }),
             }
         }
+        p if p.starts_with("/analytics") => {
+            allow(&Method::GET)?;
+            let principal = auth::authenticate(
+                state.authenticator(),
+                state.settings.admin_key.as_ref(),
+                state.failed_auth(),
+                peer,
+                req.headers(),
+                true,
+            )
+            .await?;
+            analytics::handle(state, principal, p, req.uri().query()).await
+        }
         p if p == "/alerts" || p.starts_with("/alerts/") => {
             let caller = org_caller(state, peer, req.headers()).await?;
             let query = req.uri().query().map(str::to_owned);
@@ -416,6 +430,7 @@ fn endpoint_label(path: &str) -> &'static str {
         "/v1/usage" => "usage",
         "/cache" | "/cache/stats" => "cache",
         p if p.starts_with("/alerts") => "alerts",
+        p if p.starts_with("/analytics") => "analytics",
         "/health" => "health",
         "/metrics" => "metrics",
         p if p.starts_with("/admin") => "admin",

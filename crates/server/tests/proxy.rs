@@ -30,6 +30,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+#[path = "proxy/analytics.rs"]
+mod analytics;
 #[path = "proxy/cache_faults.rs"]
 mod cache_faults;
 #[path = "proxy/ratelimit.rs"]
@@ -1418,7 +1420,8 @@ async fn database_cut_mid_load_loses_and_doubles_nothing() {
     }
     tokio::time::sleep(Duration::from_millis(150)).await;
     relay.cut();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Longer than the pool's connect timeout (2 s), so the ledger writer gives up and spills.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     relay.restore();
     let mut header_total = cognitude_catalog::Money::ZERO;
     let mut requests = 1;

@@ -219,7 +219,7 @@ const ROUTE_REST: &str = "CAST(COALESCE(SUM(route_saving_pico % 1000000), 0) AS 
 const COST_ORDER: &str = "SUM(CAST(cost_pico AS DOUBLE PRECISION)) DESC";
 
 /// Money from the two partial sums (see the module docs).
-fn parse_money(micros: &str, rest: &str) -> Result<Money> {
+pub(crate) fn parse_money(micros: &str, rest: &str) -> Result<Money> {
     let int = |t: &str| {
         t.trim()
             .parse::<i128>()

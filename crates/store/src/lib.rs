@@ -49,6 +49,9 @@ pub use alerting::{
     AlertChannelRow, AlertDeliveryRow, AlertFiringRow, AlertRuleRow, CostGroup, CostShare,
     DigestScheduleRow, UsageSummary,
 };
+pub use analytics::{
+    BreakdownGroup, GroupBy, LATENCY_BOUNDS_MS, LedgerRow, RealisedSavings, UsageScan,
+};
 pub use auth::{AuthOutcome, AuthedKey, Authenticator};
 pub use ledger::{Ledger, LedgerOptions, LedgerStats};
 pub use limits::{LimitOverride, LimitValues};
@@ -157,6 +160,7 @@ macro_rules! with_conn {
 }
 
 mod alerting;
+mod analytics;
 mod limits;
 
 /// The password of a URL replaced by `***`, for logs.

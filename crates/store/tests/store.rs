@@ -11,8 +11,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cognitude_catalog::Money;
 use cognitude_store::{
-    AuthOutcome, Authenticator, Error, Ledger, LedgerOptions, LimitValues, Store, UsageRecord, keys,
+    AuthOutcome, Authenticator, BreakdownGroup, Error, GroupBy, Ledger, LedgerOptions, LimitValues,
+    Store, UsageRecord, keys,
 };
 use cognitude_testkit::{Relay, TestDatabase, unique};
 
@@ -121,6 +123,9 @@ conformance!(
     ledger_replays_a_spill_file_left_by_a_crash,
     migrations_are_idempotent,
     rate_limit_overrides_are_set_reset_and_polled,
+    breakdown_groups_and_sums_exactly_in_sql,
+    usage_scan_pages_oldest_first_across_equal_timestamps,
+    realised_savings_split_routing_gains_from_losses,
 );
 
 async fn orgs_are_created_listed_and_deleted(db: &TestDb) {
@@ -518,4 +523,266 @@ async fn rate_limit_overrides_are_set_reset_and_polled(db: &TestDb) {
     assert!(store.delete_org(&org.id).await.unwrap());
     assert_eq!(store.limits(&org.id).await.unwrap(), None);
     assert_eq!(store.limits(&key.key.id).await.unwrap(), None);
+}
+
+// ---- analytics ---------------------------------------------------------------------------
+
+/// 2026-05-29T00:00Z in Unix microseconds.
+const T0: i64 = 1_780_012_800_000_000;
+const HOUR: i64 = 3_600_000_000;
+
+/// Four records of `org_a` in `[T0, T0 + 2 days)`, one after the window, one of another org.
+async fn plant_breakdown_records(s: &Store) {
+    let mut r1 = record("org_a", "a1", 1_500_000_000_001, T0 + HOUR);
+    r1.latency_ms = 9;
+    r1.cache_status = Some("miss".into());
+    r1.route_tier = Some("simple".into());
+    r1.api_key_id = Some("key_1".into());
+    let mut r2 = record("org_a", "a2", 2_000_000_999_999, T0 + HOUR + HOUR / 2);
+    r2.latency_ms = 700;
+    r2.cache_status = Some("hit-memory".into());
+    r2.cache_saved_pico = 3_000_000_000_000;
+    r2.api_key_id = Some("key_1".into());
+    let mut r3 = record("org_a", "a3", 7, T0 + 25 * HOUR);
+    r3.model_used = Some("claude-haiku-4-5".into());
+    r3.provider = Some("anthropic".into());
+    r3.latency_ms = 1_200;
+    r3.routed = true;
+    r3.route_saving_pico = Some(5_000_000);
+    r3.route_tier = Some("complex".into());
+    let mut r4 = record("org_a", "a4", 0, T0 + 25 * HOUR + 1);
+    r4.model_used = None;
+    r4.provider = None;
+    r4.status = 502;
+    r4.latency_ms = 30;
+    r4.cache_status = Some("coalesced".into());
+    r4.cache_saved_pico = 11;
+    r4.routed = true;
+    r4.route_saving_pico = Some(-4_000_000);
+    r4.route_tier = Some("simple".into());
+    r4.api_key_id = Some("key_2".into());
+    let late = record("org_a", "a5", 999, T0 + 48 * HOUR);
+    let other = record("org_b", "b1", 999, T0 + HOUR);
+    s.insert_usage(&[r1, r2, r3, r4, late, other])
+        .await
+        .unwrap();
+}
+
+/// (group, requests, cost in picodollars, saved, cache hits, p50, p95, max).
+type GroupSummary = (String, i64, i128, i128, i64, i64, i64, i64);
+
+fn summary(groups: &[BreakdownGroup]) -> Vec<GroupSummary> {
+    groups
+        .iter()
+        .map(|g| {
+            (
+                g.group.clone(),
+                g.requests,
+                g.cost.pico(),
+                g.saved.pico(),
+                g.cache_hits,
+                g.latency_p50_ms,
+                g.latency_p95_ms,
+                g.latency_max_ms,
+            )
+        })
+        .collect()
+}
+
+async fn breakdown_groups_and_sums_exactly_in_sql(db: &TestDb) {
+    let s = &db.store;
+    plant_breakdown_records(s).await;
+    let to = T0 + 48 * HOUR;
+    let by = |g| s.usage_breakdown("org_a", T0, to, g);
+    let g = |name: &str, n, cost, saved, hits, p50, p95, max| {
+        (name.to_owned(), n, cost, saved, hits, p50, p95, max)
+    };
+
+    // Latencies 9 and 700 ms: p50 is the (8, 10] bucket's bound; p95 the (640, 800] bucket's,
+    // capped at the group's maximum.
+    let models = by(GroupBy::Model).await.unwrap();
+    assert_eq!(
+        summary(&models),
+        vec![
+            g(
+                "gpt-4o-mini",
+                2,
+                3_500_001_000_000,
+                3_000_000_000_000,
+                1,
+                10,
+                700,
+                700
+            ),
+            g("claude-haiku-4-5", 1, 7, 5_000_000, 0, 1_200, 1_200, 1_200),
+            // A loss on routing saves nothing; the cache's 11 picodollars still count.
+            g("none", 1, 0, 11, 1, 30, 30, 30),
+        ]
+    );
+    assert_eq!(models[0].prompt_tokens, 20);
+    assert_eq!(models[0].completion_tokens, 10);
+    assert_eq!(models[0].cache_hit_rate, 0.5);
+    assert_eq!(models[2].cache_hit_rate, 1.0);
+    assert_eq!(models[0].start, None);
+
+    let providers = by(GroupBy::Provider).await.unwrap();
+    let names: Vec<&str> = providers.iter().map(|p| p.group.as_str()).collect();
+    assert_eq!(names, ["openai", "anthropic", "none"]);
+
+    let days = by(GroupBy::Day).await.unwrap();
+    assert_eq!(
+        summary(&days),
+        vec![
+            g(
+                "2026-05-29",
+                2,
+                3_500_001_000_000,
+                3_000_000_000_000,
+                1,
+                10,
+                700,
+                700
+            ),
+            // 30 ms is in the (25, 32] bucket: p50 reads as 32.
+            g("2026-05-30", 2, 7, 5_000_011, 1, 32, 1_200, 1_200),
+        ]
+    );
+    assert_eq!(days[0].start, Some(T0 / 1_000_000));
+    assert_eq!(days[1].start, Some(T0 / 1_000_000 + 86_400));
+
+    let hours = by(GroupBy::Hour).await.unwrap();
+    let names: Vec<(&str, i64)> = hours
+        .iter()
+        .map(|h| (h.group.as_str(), h.requests))
+        .collect();
+    assert_eq!(names, [("2026-05-29T01:00Z", 2), ("2026-05-30T01:00Z", 2)]);
+    assert_eq!(hours[1].start, Some(T0 / 1_000_000 + 25 * 3_600));
+
+    let keys = by(GroupBy::Key).await.unwrap();
+    let names: Vec<(&str, i64, i128)> = keys
+        .iter()
+        .map(|k| (k.group.as_str(), k.requests, k.cost.pico()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("key_1", 2, 3_500_001_000_000),
+            ("none", 1, 7),
+            ("key_2", 1, 0)
+        ]
+    );
+
+    let statuses = by(GroupBy::CacheStatus).await.unwrap();
+    let names: Vec<(&str, i64)> = statuses
+        .iter()
+        .map(|c| (c.group.as_str(), c.cache_hits))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("hit-memory", 1),
+            ("miss", 0),
+            ("none", 0),
+            ("coalesced", 1)
+        ]
+    );
+
+    let tiers = by(GroupBy::Tier).await.unwrap();
+    let names: Vec<(&str, i64, i128)> = tiers
+        .iter()
+        .map(|t| (t.group.as_str(), t.requests, t.cost.pico()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("unclassified", 1, 2_000_000_999_999),
+            ("simple", 2, 1_500_000_000_001),
+            ("complex", 1, 7)
+        ]
+    );
+
+    // An empty window has no groups; the group names parse back.
+    assert!(
+        s.usage_breakdown("org_a", 0, T0, GroupBy::Model)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for g in GroupBy::ALL {
+        assert_eq!(GroupBy::parse(g.as_str()), Some(g));
+    }
+    assert_eq!(GroupBy::parse("week"), None);
+}
+
+async fn usage_scan_pages_oldest_first_across_equal_timestamps(db: &TestDb) {
+    let s = &db.store;
+    // 25 records, four to a timestamp, inserted newest first and with ids out of time order.
+    let mut records: Vec<UsageRecord> = (0..25)
+        .rev()
+        .map(|i| {
+            record(
+                "org_a",
+                &format!("r{:02}", (i * 7) % 25),
+                1,
+                T0 + (i / 4) * 1_000,
+            )
+        })
+        .collect();
+    records.push(record("org_a", "early", 1, T0 - 1));
+    records.push(record("org_a", "late", 1, T0 + 7_000));
+    records.push(record("org_b", "other", 1, T0 + 1_000));
+    s.insert_usage(&records).await.unwrap();
+
+    let mut expected: Vec<(i64, String)> = records
+        .iter()
+        .filter(|r| r.org_id == "org_a" && r.created_at >= T0 && r.created_at < T0 + 7_000)
+        .map(|r| (r.created_at, r.id.clone()))
+        .collect();
+    expected.sort();
+    assert_eq!(expected.len(), 25);
+
+    for page_size in [1, 4, 5, 25, 1000] {
+        let mut scan = s.usage_scan("org_a", T0, T0 + 7_000, page_size);
+        let mut seen = Vec::new();
+        let mut pages = 0u64;
+        while let Some(page) = scan.next_page().await.unwrap() {
+            assert!(!page.is_empty() && page.len() as i64 <= page_size);
+            pages += 1;
+            seen.extend(page.into_iter().map(|r| (r.created_at, r.id)));
+        }
+        assert_eq!(seen, expected, "page size {page_size}");
+        assert!(
+            pages >= 25u64.div_ceil(page_size as u64),
+            "page size {page_size}"
+        );
+        assert!(scan.next_page().await.unwrap().is_none());
+    }
+    let mut empty = s.usage_scan("org_c", T0, T0 + 7_000, 10);
+    assert!(empty.next_page().await.unwrap().is_none());
+}
+
+async fn realised_savings_split_routing_gains_from_losses(db: &TestDb) {
+    let s = &db.store;
+    plant_breakdown_records(s).await;
+    let r = s
+        .realised_savings("org_a", T0, T0 + 48 * HOUR)
+        .await
+        .unwrap();
+    assert_eq!(r.requests, 4);
+    assert_eq!(r.cache_hits, 2);
+    assert_eq!(r.cache_saved, Money::from_pico(3_000_000_000_011));
+    assert_eq!(r.routed_requests, 2);
+    assert_eq!(r.routing_saved, Money::from_pico(5_000_000));
+    assert_eq!(r.routing_extra_cost, Money::from_pico(4_000_000));
+    // The breakdown's `saved` adds up to the cache's and routing's gains.
+    let total: Money = s
+        .usage_breakdown("org_a", T0, T0 + 48 * HOUR, GroupBy::Day)
+        .await
+        .unwrap()
+        .iter()
+        .map(|g| g.saved)
+        .sum();
+    assert_eq!(total, r.cache_saved + r.routing_saved);
+    let none = s.realised_savings("org_c", T0, T0 + HOUR).await.unwrap();
+    assert_eq!(none, cognitude_store::RealisedSavings::default());
 }
