@@ -357,21 +357,26 @@ fn denied(org: &str, tokens: u64, d: &Denial) -> ApiError {
 
 /// OpenAI's `x-ratelimit-*` headers for a decision's snapshot.
 pub(crate) fn headers(h: &mut HeaderMap, s: &Snapshot) {
-    let axes = [("requests", s.requests), ("tokens", s.tokens)];
-    for (axis, bucket) in axes {
+    use http::HeaderName;
+    // Static names: this runs on every completion response.
+    const NAMES: [[HeaderName; 3]; 2] = [
+        [
+            HeaderName::from_static("x-ratelimit-limit-requests"),
+            HeaderName::from_static("x-ratelimit-remaining-requests"),
+            HeaderName::from_static("x-ratelimit-reset-requests"),
+        ],
+        [
+            HeaderName::from_static("x-ratelimit-limit-tokens"),
+            HeaderName::from_static("x-ratelimit-remaining-tokens"),
+            HeaderName::from_static("x-ratelimit-reset-tokens"),
+        ],
+    ];
+    for (names, bucket) in NAMES.iter().zip([s.requests, s.tokens]) {
         let Some(b) = bucket else { continue };
-        let values = [
-            ("limit", b.limit.to_string()),
-            ("remaining", b.remaining.to_string()),
-            ("reset", format_reset(b.reset)),
-        ];
-        for (what, v) in values {
-            if let (Ok(name), Ok(v)) = (
-                http::HeaderName::try_from(format!("x-ratelimit-{what}-{axis}")),
-                HeaderValue::from_str(&v),
-            ) {
-                h.insert(name, v);
-            }
+        h.insert(names[0].clone(), HeaderValue::from(b.limit));
+        h.insert(names[1].clone(), HeaderValue::from(b.remaining));
+        if let Ok(v) = HeaderValue::from_str(&format_reset(b.reset)) {
+            h.insert(names[2].clone(), v);
         }
     }
 }
