@@ -424,8 +424,16 @@ fn check_invariants(c: &Classification) {
     assert_eq!(c.tier, Classifier::default().thresholds().tier(c.score));
 }
 
+/// 256 cases in the normal suite; `PROPTEST_CASES` runs more (a long robustness run).
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn never_panics_on_arbitrary_conversations(
