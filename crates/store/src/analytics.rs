@@ -4,7 +4,9 @@
 //!
 //! Everything is aggregated by the database on both backends with the same SQL. Money columns
 //! are summed split into whole microdollars and the picodollars left, as `alerting.rs` explains,
-//! so sums are exact and cannot overflow.
+//! so sums are exact and cannot overflow. Breakdowns read the hourly rollups (`usage_rollups`,
+//! kept by [`Store::insert_usage`], see `rollup.rs`) for the whole hours of their window and the
+//! records themselves only for the partial hours at its ends.
 //!
 //! # Latency percentiles
 //!
@@ -25,6 +27,7 @@ use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
 use crate::alerting::parse_money;
+use crate::rollup::{BUCKETS, HOUR_MICROS};
 use crate::schema::usage_records;
 use crate::{Backend, BackendKind, Error, Result, Store, pool_err};
 
@@ -105,6 +108,26 @@ impl GroupBy {
                 "COALESCE(route_tier, 'unclassified')",
                 "COALESCE(route_tier, 'unclassified')",
             ),
+        }
+    }
+
+    /// The same over `usage_rollups`, whose dimensions already hold the group names and whose
+    /// hours start on hour boundaries (so an hour's day and hour are those of its records).
+    fn rollup_sql(self) -> (&'static str, &'static str) {
+        match self {
+            GroupBy::Model => ("model", "model"),
+            GroupBy::Provider => ("provider", "provider"),
+            GroupBy::Day => (
+                "hour_start / 86400000000",
+                "CAST(hour_start / 86400000000 AS TEXT)",
+            ),
+            GroupBy::Hour => (
+                "hour_start / 3600000000",
+                "CAST(hour_start / 3600000000 AS TEXT)",
+            ),
+            GroupBy::Key => ("api_key_id", "api_key_id"),
+            GroupBy::CacheStatus => ("cache_status", "cache_status"),
+            GroupBy::Tier => ("route_tier", "route_tier"),
         }
     }
 
@@ -267,6 +290,11 @@ impl Store {
 
     /// An organization's usage over `[from, to)` (Unix microseconds), grouped and summed in
     /// SQL. Time groups come in time order; the others costliest first, ties by name.
+    ///
+    /// The whole hours of the window are read from the hourly rollups (`usage_rollups`, one
+    /// row per hour and dimension combination), the partial hours at either end (at most two
+    /// hours) from the records themselves, and the two merged: the result is exactly that of
+    /// [`Store::usage_breakdown_from_records`], at a fraction of the rows read.
     pub async fn usage_breakdown(
         &self,
         org_id: &str,
@@ -274,6 +302,58 @@ impl Store {
         to: i64,
         group_by: GroupBy,
     ) -> Result<Vec<BreakdownGroup>> {
+        // Rollup hours are floor(created_at / 1 h); the breakdown's own time groups truncate
+        // instead, which differs before 1970, so records before 0 are always read directly.
+        let first = i128::from(from.max(0));
+        let h = i128::from(HOUR_MICROS);
+        let lo = (first + h - 1).div_euclid(h) * h;
+        let hi = i128::from(to).div_euclid(h) * h;
+        let mut parts = Vec::new();
+        if lo < hi {
+            // Both are within [0, to], so they fit in an i64.
+            let (lo, hi) = (lo as i64, hi as i64);
+            if from < lo {
+                parts.extend(
+                    self.partials_from_records(org_id, from, lo, group_by)
+                        .await?,
+                );
+            }
+            parts.extend(self.partials_from_rollups(org_id, lo, hi, group_by).await?);
+            if hi < to {
+                parts.extend(self.partials_from_records(org_id, hi, to, group_by).await?);
+            }
+        } else {
+            parts = self
+                .partials_from_records(org_id, from, to, group_by)
+                .await?;
+        }
+        fold_groups(parts, group_by)
+    }
+
+    /// [`Store::usage_breakdown`] computed from the ledger's records alone, reading every
+    /// record of the window: the reference the rollups must agree with (tests and audits
+    /// compare the two), and what the rollup migration's backfill reproduces.
+    pub async fn usage_breakdown_from_records(
+        &self,
+        org_id: &str,
+        from: i64,
+        to: i64,
+        group_by: GroupBy,
+    ) -> Result<Vec<BreakdownGroup>> {
+        let parts = self
+            .partials_from_records(org_id, from, to, group_by)
+            .await?;
+        fold_groups(parts, group_by)
+    }
+
+    /// Per (group, latency bucket) sums over the records in `[from, to)`.
+    async fn partials_from_records(
+        &self,
+        org_id: &str,
+        from: i64,
+        to: i64,
+        group_by: GroupBy,
+    ) -> Result<Vec<Partial>> {
         let (p1, p2, p3) = match self.kind() {
             BackendKind::Postgres => ("$1", "$2", "$3"),
             BackendKind::Sqlite => ("?", "?", "?"),
@@ -306,7 +386,73 @@ impl Store {
                 .load::<BucketRow>(conn)
                 .await?
         });
-        fold_groups(rows, group_by)
+        rows.into_iter().map(Partial::from_bucket).collect()
+    }
+
+    /// Per group sums over the rollups of the hours in `[from, to)` (both on hour boundaries).
+    async fn partials_from_rollups(
+        &self,
+        org_id: &str,
+        from: i64,
+        to: i64,
+        group_by: GroupBy,
+    ) -> Result<Vec<Partial>> {
+        let (p1, p2, p3) = match self.kind() {
+            BackendKind::Postgres => ("$1", "$2", "$3"),
+            BackendKind::Sqlite => ("?", "?", "?"),
+        };
+        let (group_expr, name_expr) = group_by.rollup_sql();
+        let histogram = (0..BUCKETS)
+            .map(|b| format!("CAST(SUM(b{b:02}) AS TEXT)"))
+            .collect::<Vec<_>>()
+            .join(" || ',' || ");
+        let sql = format!(
+            "SELECT {name_expr} AS grp, \
+             CAST(SUM(requests) AS BIGINT) AS requests, \
+             CAST(SUM(prompt_tokens) AS BIGINT) AS prompt_tokens, \
+             CAST(SUM(completion_tokens) AS BIGINT) AS completion_tokens, \
+             CAST(SUM(cost_micros) AS TEXT) AS cost_micros, \
+             CAST(SUM(cost_rest) AS TEXT) AS cost_rest, \
+             CAST(SUM(saved_micros) AS TEXT) AS saved_micros, \
+             CAST(SUM(saved_rest) AS TEXT) AS saved_rest, \
+             CAST(SUM(cache_hits) AS BIGINT) AS cache_hits, \
+             CAST(MAX(latency_max) AS BIGINT) AS latency_max, \
+             {histogram} AS histogram \
+             FROM usage_rollups \
+             WHERE org_id = {p1} AND hour_start >= {p2} AND hour_start < {p3} \
+             GROUP BY {group_expr}"
+        );
+        let rows: Vec<RollupGroupRow> = with_conn!(self, |conn| {
+            diesel::sql_query(sql.clone())
+                .bind::<Text, _>(org_id)
+                .bind::<BigInt, _>(from)
+                .bind::<BigInt, _>(to)
+                .load::<RollupGroupRow>(conn)
+                .await?
+        });
+        rows.into_iter().map(Partial::from_rollup).collect()
+    }
+
+    /// Recomputes the hourly rollups of every organization from the ledger's records, with the
+    /// migration's backfill, in one transaction: a repair after records were deleted or
+    /// restored by hand. Run it while no ledger writer is writing.
+    pub async fn rebuild_usage_rollups(&self) -> Result<()> {
+        use diesel_async::AsyncConnection;
+        let backfill = crate::rollup::backfill_sql(self.kind());
+        if backfill.is_empty() {
+            return Err(Error::Query("the rollup migration has no backfill".into()));
+        }
+        with_conn!(self, |conn| {
+            conn.transaction::<(), diesel::result::Error, _>(async |conn| {
+                diesel::sql_query("DELETE FROM usage_rollups")
+                    .execute(conn)
+                    .await?;
+                diesel::sql_query(backfill).execute(conn).await?;
+                Ok(())
+            })
+            .await?;
+        });
+        Ok(())
     }
 
     /// What the response cache and routing saved an organization over `[from, to)` (Unix
@@ -403,6 +549,93 @@ struct BucketRow {
     latency_max: i64,
 }
 
+/// One group of the rollup query.
+#[derive(Debug, QueryableByName)]
+struct RollupGroupRow {
+    #[diesel(sql_type = Text)]
+    grp: String,
+    #[diesel(sql_type = BigInt)]
+    requests: i64,
+    #[diesel(sql_type = BigInt)]
+    prompt_tokens: i64,
+    #[diesel(sql_type = BigInt)]
+    completion_tokens: i64,
+    #[diesel(sql_type = Text)]
+    cost_micros: String,
+    #[diesel(sql_type = Text)]
+    cost_rest: String,
+    #[diesel(sql_type = Text)]
+    saved_micros: String,
+    #[diesel(sql_type = Text)]
+    saved_rest: String,
+    #[diesel(sql_type = BigInt)]
+    cache_hits: i64,
+    #[diesel(sql_type = BigInt)]
+    latency_max: i64,
+    /// The bucket counts, comma-separated.
+    #[diesel(sql_type = Text)]
+    histogram: String,
+}
+
+/// Sums over part of a group's records (one latency bucket, or some hours); [`fold_groups`]
+/// adds up the parts of each group.
+#[derive(Debug)]
+struct Partial {
+    grp: String,
+    requests: i64,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    cost: i128,
+    saved: i128,
+    cache_hits: i64,
+    latency_max: i64,
+    histogram: Vec<i64>,
+}
+
+impl Partial {
+    fn from_bucket(r: BucketRow) -> Result<Partial> {
+        let b = usize::try_from(r.bucket)
+            .ok()
+            .filter(|b| *b < BUCKETS)
+            .ok_or_else(|| Error::Query(format!("latency bucket {} out of range", r.bucket)))?;
+        let mut histogram = vec![0; BUCKETS];
+        histogram[b] = r.requests;
+        Ok(Partial {
+            cost: parse_money(&r.cost_micros, &r.cost_rest)?.pico(),
+            saved: parse_money(&r.saved_micros, &r.saved_rest)?.pico(),
+            grp: r.grp,
+            requests: r.requests,
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+            cache_hits: r.cache_hits,
+            latency_max: r.latency_max,
+            histogram,
+        })
+    }
+
+    fn from_rollup(r: RollupGroupRow) -> Result<Partial> {
+        let histogram = r
+            .histogram
+            .split(',')
+            .map(|n| n.trim().parse::<i64>())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .ok()
+            .filter(|h| h.len() == BUCKETS)
+            .ok_or_else(|| Error::Query(format!("bad rollup histogram '{}'", r.histogram)))?;
+        Ok(Partial {
+            cost: parse_money(&r.cost_micros, &r.cost_rest)?.pico(),
+            saved: parse_money(&r.saved_micros, &r.saved_rest)?.pico(),
+            grp: r.grp,
+            requests: r.requests,
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+            cache_hits: r.cache_hits,
+            latency_max: r.latency_max,
+            histogram,
+        })
+    }
+}
+
 /// `CASE` that numbers the bucket of `latency_ms`: a balanced tree over `bounds`, so a row
 /// costs about log2(buckets) comparisons. `offset` is the index of `bounds[0]`.
 fn bucket_sql(bounds: &[i64], offset: usize) -> String {
@@ -425,8 +658,8 @@ fn bucket_sql(bounds: &[i64], offset: usize) -> String {
     }
 }
 
-/// Adds up the buckets of each group and reads its percentiles.
-fn fold_groups(rows: Vec<BucketRow>, group_by: GroupBy) -> Result<Vec<BreakdownGroup>> {
+/// Adds up the parts of each group and reads its percentiles.
+fn fold_groups(parts: Vec<Partial>, group_by: GroupBy) -> Result<Vec<BreakdownGroup>> {
     struct Acc {
         requests: i64,
         prompt_tokens: i64,
@@ -438,9 +671,7 @@ fn fold_groups(rows: Vec<BucketRow>, group_by: GroupBy) -> Result<Vec<BreakdownG
         histogram: Vec<i64>,
     }
     let mut groups: std::collections::BTreeMap<String, Acc> = std::collections::BTreeMap::new();
-    for r in rows {
-        let cost = parse_money(&r.cost_micros, &r.cost_rest)?.pico();
-        let saved = parse_money(&r.saved_micros, &r.saved_rest)?.pico();
+    for r in parts {
         let acc = groups.entry(r.grp).or_insert_with(|| Acc {
             requests: 0,
             prompt_tokens: 0,
@@ -449,20 +680,18 @@ fn fold_groups(rows: Vec<BucketRow>, group_by: GroupBy) -> Result<Vec<BreakdownG
             saved: 0,
             cache_hits: 0,
             latency_max: 0,
-            histogram: vec![0; LATENCY_BOUNDS_MS.len() + 1],
+            histogram: vec![0; BUCKETS],
         });
         acc.requests += r.requests;
         acc.prompt_tokens += r.prompt_tokens;
         acc.completion_tokens += r.completion_tokens;
-        acc.cost += cost;
-        acc.saved += saved;
+        acc.cost += r.cost;
+        acc.saved += r.saved;
         acc.cache_hits += r.cache_hits;
         acc.latency_max = acc.latency_max.max(r.latency_max);
-        let b = usize::try_from(r.bucket)
-            .ok()
-            .filter(|b| *b <= LATENCY_BOUNDS_MS.len())
-            .ok_or_else(|| Error::Query(format!("latency bucket {} out of range", r.bucket)))?;
-        acc.histogram[b] += r.requests;
+        for (a, n) in acc.histogram.iter_mut().zip(&r.histogram) {
+            *a += n;
+        }
     }
     let mut out = Vec::with_capacity(groups.len());
     for (name, acc) in groups {

@@ -162,6 +162,7 @@ macro_rules! with_conn {
 mod alerting;
 mod analytics;
 mod limits;
+mod rollup;
 
 /// The password of a URL replaced by `***`, for logs.
 pub fn redact_url(url: &str) -> String {
@@ -458,36 +459,68 @@ impl Store {
 
     /// Inserts records; a record whose `id` is already there is skipped, so a batch can be
     /// written again after a failure without duplicates. Returns how many were new.
+    ///
+    /// In the same transaction, the hourly rollups the breakdown reads (`usage_rollups`) are
+    /// incremented by exactly the records inserted, never by skipped ones, so a replayed batch
+    /// changes nothing there either.
     pub async fn insert_usage(&self, records: &[UsageRecord]) -> Result<usize> {
+        use diesel::sql_types::Text;
         if records.is_empty() {
             return Ok(0);
         }
+        let kind = self.kind();
         let mut inserted = 0;
         // Bind-parameter limits: PostgreSQL allows 65,535 per statement, SQLite 32,766.
         for chunk in records.chunks(500) {
             inserted += match &self.backend {
                 Backend::Pg(pool) => {
                     let mut conn = pool.get().await.map_err(pool_err)?;
-                    diesel::insert_into(usage_records::table)
-                        .values(chunk)
-                        .on_conflict(usage_records::id)
-                        .do_nothing()
-                        .execute(&mut *conn)
-                        .await?
+                    conn.transaction::<usize, diesel::result::Error, _>(async |conn| {
+                        let ids: Vec<String> = diesel::insert_into(usage_records::table)
+                            .values(chunk)
+                            .on_conflict(usage_records::id)
+                            .do_nothing()
+                            .returning(usage_records::id)
+                            .get_results(conn)
+                            .await?;
+                        let new = rollup::inserted(chunk, &ids);
+                        for (sql, binds) in rollup::upserts(&rollup::aggregate(new, kind), kind) {
+                            let mut q = diesel::sql_query(sql).into_boxed::<diesel::pg::Pg>();
+                            for b in binds {
+                                q = q.bind::<Text, _>(b);
+                            }
+                            q.execute(conn).await?;
+                        }
+                        Ok(ids.len())
+                    })
+                    .await?
                 }
                 // SQLite has no multi-row insert with ON CONFLICT in diesel; one transaction
-                // of single-row inserts is as fast there (no network round trips).
+                // of single-row inserts is as fast there (no network round trips), and each
+                // says whether its record was new.
                 Backend::Sqlite(pool) => {
                     let mut conn = pool.get().await.map_err(pool_err)?;
                     conn.transaction::<usize, diesel::result::Error, _>(async |conn| {
-                        let mut n = 0;
+                        let mut new = Vec::with_capacity(chunk.len());
                         for r in chunk {
-                            n += diesel::insert_into(usage_records::table)
+                            let n = diesel::insert_into(usage_records::table)
                                 .values(r)
                                 .on_conflict(usage_records::id)
                                 .do_nothing()
                                 .execute(conn)
                                 .await?;
+                            if n > 0 {
+                                new.push(r);
+                            }
+                        }
+                        let n = new.len();
+                        for (sql, binds) in rollup::upserts(&rollup::aggregate(new, kind), kind) {
+                            let mut q =
+                                diesel::sql_query(sql).into_boxed::<diesel::sqlite::Sqlite>();
+                            for b in binds {
+                                q = q.bind::<Text, _>(b);
+                            }
+                            q.execute(conn).await?;
                         }
                         Ok(n)
                     })
