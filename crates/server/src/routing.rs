@@ -449,19 +449,20 @@ pub(crate) fn headers(h: &mut HeaderMap, routed: &Routed) {
     if let Ok(v) = HeaderValue::from_str(&format!("{}; score={:.3}", routed.tier, routed.score)) {
         h.insert("x-cognitude-complexity", v);
     }
-    // A header value must be visible ASCII: anything else in the reason becomes '?'.
-    let reason: String = routed
-        .reason
-        .chars()
-        .take(300)
-        .map(|c| {
-            if c == ' ' || c.is_ascii_graphic() {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect();
+    // A header value must be visible ASCII: the reason's few typographic characters are
+    // spelled out, anything else becomes '?'.
+    let mut reason = String::with_capacity(routed.reason.len());
+    for c in routed.reason.chars().take(300) {
+        match c {
+            '≥' => reason.push_str(">="),
+            '≤' => reason.push_str("<="),
+            '—' | '–' => reason.push('-'),
+            '…' => reason.push_str("..."),
+            '→' => reason.push_str("->"),
+            c if c == ' ' || c.is_ascii_graphic() => reason.push(c),
+            _ => reason.push('?'),
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(&reason) {
         h.insert("x-cognitude-route-reason", v);
     }
