@@ -325,10 +325,8 @@ async fn keys(store: &Store, c: KeysCommand) -> Result<()> {
         },
         KeysCommand::Limits { prefix, limits } => {
             let key = store
-                .list_keys(None)
+                .key(&prefix)
                 .await?
-                .into_iter()
-                .find(|k| k.prefix == prefix)
                 .with_context(|| format!("no key with prefix '{prefix}'"))?;
             set_limits(store, &key.org_id, Some(&key.id), &limits).await?;
         }

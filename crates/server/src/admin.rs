@@ -149,10 +149,8 @@ pub(crate) async fn handle(
         }
         ["keys", prefix, "limits"] => {
             let key = store
-                .list_keys(None)
+                .key(prefix)
                 .await?
-                .into_iter()
-                .find(|k| k.prefix == *prefix)
                 .ok_or_else(|| ApiError::ResourceNotFound(format!("key '{prefix}'")))?;
             limits(state, method, &key.org_id, Some(&key.id), &body).await
         }

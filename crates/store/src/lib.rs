@@ -434,6 +434,11 @@ impl Store {
         })
     }
 
+    /// The key with this public prefix (`cgk_…`), revoked or not.
+    pub async fn key(&self, prefix: &str) -> Result<Option<ApiKey>> {
+        Ok(self.key_by_prefix(prefix).await?.map(ApiKey::from))
+    }
+
     pub(crate) async fn key_by_prefix(&self, prefix: &str) -> Result<Option<KeyRow>> {
         with_conn!(self, |conn| {
             Ok(api_keys::table
