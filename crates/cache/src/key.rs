@@ -34,17 +34,7 @@ impl CacheKey {
     /// `stream`, `stream_options` and `user`. Object keys are sorted at every depth, numbers are
     /// compared by value (`1` and `1.0` are the same) and top-level `null`s count as absent.
     pub fn for_request(org: &str, request: &ChatRequest) -> Result<CacheKey> {
-        let canonical = canonical_request(request)?;
-        let mut hasher = Sha256::new();
-        hasher.update(KEY_DOMAIN);
-        // Length-prefixed so no organization id can run into the request bytes.
-        hasher.update((org.len() as u64).to_le_bytes());
-        hasher.update(org.as_bytes());
-        hasher.update(&canonical);
-        Ok(CacheKey {
-            org: Arc::from(org),
-            digest: hasher.finalize().into(),
-        })
+        Ok(CanonicalRequest::of(request)?.key(org))
     }
 
     /// A key from a digest computed earlier (for example one shown by [`CacheKey::hex`]).
@@ -87,7 +77,46 @@ impl fmt::Debug for CacheKey {
 /// The SHA-256 of a request's canonical form, without an organization: the same requests as
 /// [`CacheKey::for_request`] considers equal share it. The ledger keeps it to find repeats.
 pub fn request_fingerprint(request: &ChatRequest) -> Result<[u8; 32]> {
-    Ok(Sha256::digest(canonical_request(request)?).into())
+    Ok(CanonicalRequest::of(request)?.fingerprint())
+}
+
+/// The canonical form of a request, computed once for both of its uses: the organization's
+/// cache key ([`CanonicalRequest::key`], equal to [`CacheKey::for_request`]) and the
+/// organization-free fingerprint ([`CanonicalRequest::fingerprint`], equal to
+/// [`request_fingerprint`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct CanonicalRequest(Vec<u8>);
+
+impl CanonicalRequest {
+    pub fn of(request: &ChatRequest) -> Result<CanonicalRequest> {
+        canonical_request(request).map(CanonicalRequest)
+    }
+
+    /// The cache key of this request for `org`.
+    pub fn key(&self, org: &str) -> CacheKey {
+        let mut hasher = Sha256::new();
+        hasher.update(KEY_DOMAIN);
+        // Length-prefixed so no organization id can run into the request bytes.
+        hasher.update((org.len() as u64).to_le_bytes());
+        hasher.update(org.as_bytes());
+        hasher.update(&self.0);
+        CacheKey {
+            org: Arc::from(org),
+            digest: hasher.finalize().into(),
+        }
+    }
+
+    /// SHA-256 of the canonical form, without the organization.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        Sha256::digest(&self.0).into()
+    }
+}
+
+impl fmt::Debug for CanonicalRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The canonical form holds the prompt: only its size is shown.
+        write!(f, "CanonicalRequest({} bytes)", self.0.len())
+    }
 }
 
 pub(crate) fn canonical_request(request: &ChatRequest) -> Result<Vec<u8>> {

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cognitude_cache::{
-    BackendKind, Cache, CacheKey, CachePolicy, CacheStatus, CachedResponse, Coalescer, Directives,
-    MemoryCache, PostgresCache, PostgresConfig, RedisCache, RedisConfig, ReplayOptions,
-    TierOptions, TieredCache,
+    BackendKind, Cache, CacheKey, CachePolicy, CacheStatus, CachedResponse, CanonicalRequest,
+    Coalescer, Directives, MemoryCache, PostgresCache, PostgresConfig, RedisCache, RedisConfig,
+    ReplayOptions, TierOptions, TieredCache,
 };
 use cognitude_catalog::Money;
-use cognitude_protocol::{ChatCompletion, ChatRequest, sse};
+use cognitude_protocol::{ChatCompletion, sse};
 use http::{HeaderMap, Response, StatusCode};
 use serde_json::json;
 
@@ -135,7 +135,14 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    pub fn new(state: &AppState, org: &str, req: &ChatRequest, directives: Directives) -> Plan {
+    /// `canonical` is the request's canonical form (`None` when it could not be encoded: the
+    /// request is then neither looked up nor stored).
+    pub fn new(
+        state: &AppState,
+        org: &str,
+        canonical: Option<&CanonicalRequest>,
+        directives: Directives,
+    ) -> Plan {
         let Some(layer) = state.cache().cloned() else {
             return Plan {
                 layer: None,
@@ -144,7 +151,7 @@ impl Plan {
                 status: CacheStatus::Off,
             };
         };
-        let key = CacheKey::for_request(org, req).ok();
+        let key = canonical.map(|c| c.key(org));
         let status = if directives.lookup() {
             CacheStatus::Miss
         } else {

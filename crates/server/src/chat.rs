@@ -13,7 +13,7 @@ use cognitude_providers::{ChunkStream, Error as UpstreamError};
 use cognitude_ratelimit::Snapshot;
 use http::{HeaderValue, Response};
 
-use cognitude_cache::{CacheKey, CacheStatus, Directives};
+use cognitude_cache::{CacheKey, CacheStatus, CanonicalRequest, Directives};
 
 use crate::body::ResponseBody;
 use crate::cache::{self, Answer, CacheLayer, Plan};
@@ -55,7 +55,9 @@ pub(crate) async fn handle(
     let requested = requested.as_deref();
     let mut req: ChatRequest =
         parse_json(&body).map_err(|e| ApiError::invalid(e.message, e.field))?;
-    recorder.request(&req);
+    // Canonical once: the ledger's request hash and the cache key both come from it.
+    let mut canonical = CanonicalRequest::of(&req).ok();
+    recorder.request(&req, canonical.as_ref());
     req.validate()
         .map_err(|e| ApiError::invalid(e.to_string(), Some(e.field)))?;
     let directives = cache::directives(&req_headers)?;
@@ -69,6 +71,7 @@ pub(crate) async fn handle(
             recorder.routed(&routed);
             // From here on the request is for the chosen model (the cache key included).
             req.model.clone_from(&routed.route);
+            canonical = CanonicalRequest::of(&req).ok();
             (route, Some(routed))
         }
         None => {
@@ -80,8 +83,10 @@ pub(crate) async fn handle(
             (route, None)
         }
     };
-    let mut resp =
-        answer_routed(state, ctx, req, route, caller, recorder, limits, directives).await?;
+    let mut resp = answer_routed(
+        state, ctx, req, canonical, route, caller, recorder, limits, directives,
+    )
+    .await?;
     if let Some(r) = &routed {
         routing::headers(resp.headers_mut(), r);
     }
@@ -97,6 +102,7 @@ async fn answer_routed(
     state: &Arc<AppState>,
     ctx: &RequestCtx,
     req: ChatRequest,
+    canonical: Option<CanonicalRequest>,
     route: &Route,
     caller: &Caller,
     recorder: &mut Recorder,
@@ -117,7 +123,7 @@ async fn answer_routed(
         None => None,
     };
 
-    let plan = Plan::new(state, &caller.org_id, &req, directives);
+    let plan = Plan::new(state, &caller.org_id, canonical.as_ref(), directives);
     if plan.status == CacheStatus::Miss
         && let (Some(layer), Some(key)) = (&plan.layer, &plan.key)
         && let Some(hit) = layer.tiered.lookup(key).await

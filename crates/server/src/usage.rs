@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use cognitude_cache::CanonicalRequest;
 use cognitude_catalog::{ModelInfo, Money};
 use cognitude_protocol::{ChatRequest, Role, Usage};
 use cognitude_store::{Ledger, UsageRecord};
@@ -64,9 +65,9 @@ impl Recorder {
     }
 
     /// Fills what the request itself says: model, parameters and the prompt fingerprints.
-    pub fn request(&mut self, req: &ChatRequest) {
+    pub fn request(&mut self, req: &ChatRequest, canonical: Option<&CanonicalRequest>) {
         let store_prompts = self.store_prompts;
-        let fp = fingerprint(req);
+        let fp = fingerprint_with(req, canonical);
         let r = self.rec();
         r.model_requested = truncate(&req.model, 200);
         r.stream = req.is_stream();
@@ -201,39 +202,76 @@ pub(crate) struct Fingerprint {
 /// Fingerprints a request. `request_hash` is the cache's canonical request hash without the
 /// organization: the model, the messages and every parameter that changes the output, with
 /// object keys sorted; `stream`, `stream_options` and `user` left out.
+#[cfg(test)]
 pub(crate) fn fingerprint(req: &ChatRequest) -> Fingerprint {
-    let request_hash = cognitude_cache::request_fingerprint(req)
-        .map(hex::encode)
-        .unwrap_or_default();
+    fingerprint_with(req, CanonicalRequest::of(req).ok().as_ref())
+}
 
-    let system: String = req
-        .messages
-        .iter()
-        .filter(|m| matches!(m.role, Role::System | Role::Developer))
-        .map(|m| m.text_content())
-        .collect::<Vec<_>>()
-        .join("\n");
-    let mut conversation = String::new();
+/// [`fingerprint`] with the request's canonical form already computed (the cache key needs
+/// it too).
+pub(crate) fn fingerprint_with(
+    req: &ChatRequest,
+    canonical: Option<&CanonicalRequest>,
+) -> Fingerprint {
+    let request_hash = canonical
+        .map(|c| hex::encode(c.fingerprint()))
+        .unwrap_or_default();
+    // One pass over the messages, each message's text extracted once. What is hashed is the
+    // same as building the strings whole: the system prompts joined by newlines, and the first
+    // `PREFIX_BYTES` (cut on a character boundary) of the `role:text` lines.
+    let mut system = Sha256::new();
+    let mut system_parts = 0usize;
+    let mut system_bytes = 0usize;
+    let mut system_chars = 0usize;
+    let mut prefix = String::with_capacity(PREFIX_BYTES);
+    let mut prefix_done = false;
+    let mut conversation_bytes = 0usize;
+    let mut prompt_chars = 0usize;
     for m in &req.messages {
-        conversation.push_str(m.role.as_str());
-        conversation.push(':');
-        conversation.push_str(&m.text_content());
-        conversation.push('\n');
+        let text = m.text_content();
+        let chars = text.chars().count();
+        prompt_chars += chars;
+        if matches!(m.role, Role::System | Role::Developer) {
+            if system_parts > 0 {
+                system.update(b"\n");
+                system_bytes += 1;
+                system_chars += 1;
+            }
+            system.update(text.as_bytes());
+            system_parts += 1;
+            system_bytes += text.len();
+            system_chars += chars;
+        }
+        let role = m.role.as_str();
+        conversation_bytes += role.len() + text.len() + 2;
+        for piece in [role, ":", text.as_str(), "\n"] {
+            prefix_done = prefix_done || !push_bounded(&mut prefix, piece, PREFIX_BYTES);
+        }
     }
-    let prefix = truncate(&conversation, 1024);
-    let prompt_chars = req
-        .messages
-        .iter()
-        .map(|m| m.text_content().chars().count())
-        .sum::<usize>();
     Fingerprint {
         request_hash,
-        system_hash: (!system.is_empty()).then(|| hex::encode(Sha256::digest(system.as_bytes()))),
-        system_len: system.chars().count() as i64,
+        system_hash: (system_bytes > 0).then(|| hex::encode(system.finalize())),
+        system_len: system_chars as i64,
         prefix_hash: hex::encode(Sha256::digest(prefix.as_bytes())),
         prompt_chars: prompt_chars as i64,
-        prompt_tokens_est: estimate_tokens_cheap(&conversation) as i64,
+        prompt_tokens_est: (conversation_bytes as u64).div_ceil(4) as i64,
     }
+}
+
+/// Bytes of the conversation the prefix hash covers (the analyzer's `PREFIX_BYTES`).
+const PREFIX_BYTES: usize = 1024;
+
+/// Appends as much of `piece` as fits in `max` bytes, cut on a character boundary; false when
+/// it did not fit whole. Appending pieces until one does not fit gives the same as appending
+/// everything and cutting the whole at `max` on a character boundary.
+fn push_bounded(out: &mut String, piece: &str, max: usize) -> bool {
+    let room = max.saturating_sub(out.len());
+    let mut end = piece.len().min(room);
+    while !piece.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.push_str(&piece[..end]);
+    end == piece.len()
 }
 
 /// About four bytes a token: a cheap figure for fingerprints.
@@ -312,6 +350,54 @@ mod tests {
                 .system_hash
                 .is_none()
         );
+    }
+
+    /// The definition the single pass must match: the strings built whole.
+    fn fingerprint_whole(req: &ChatRequest) -> Fingerprint {
+        let system: String = req
+            .messages
+            .iter()
+            .filter(|m| matches!(m.role, Role::System | Role::Developer))
+            .map(|m| m.text_content())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut conversation = String::new();
+        for m in &req.messages {
+            conversation.push_str(m.role.as_str());
+            conversation.push(':');
+            conversation.push_str(&m.text_content());
+            conversation.push('\n');
+        }
+        Fingerprint {
+            request_hash: fingerprint(req).request_hash,
+            system_hash: (!system.is_empty())
+                .then(|| hex::encode(Sha256::digest(system.as_bytes()))),
+            system_len: system.chars().count() as i64,
+            prefix_hash: hex::encode(Sha256::digest(truncate(&conversation, 1024).as_bytes())),
+            prompt_chars: req
+                .messages
+                .iter()
+                .map(|m| m.text_content().chars().count() as i64)
+                .sum(),
+            prompt_tokens_est: estimate_tokens_cheap(&conversation) as i64,
+        }
+    }
+
+    #[test]
+    fn single_pass_fingerprint_equals_the_whole_string_definition() {
+        let long = "é".repeat(700);
+        let cases = [
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#.to_owned(),
+            r#"{"model":"m","messages":[{"role":"system","content":""},{"role":"user","content":"x"}]}"#.to_owned(),
+            r#"{"model":"m","messages":[{"role":"system","content":""},{"role":"developer","content":""},{"role":"user","content":""}]}"#.to_owned(),
+            r#"{"model":"m","messages":[{"role":"system","content":"a"},{"role":"user","content":"b"},{"role":"developer","content":[{"type":"text","text":"c"},{"type":"text","text":"d"}]}]}"#.to_owned(),
+            format!(r#"{{"model":"m","messages":[{{"role":"system","content":"{long}"}},{{"role":"user","content":"{long}"}}]}}"#),
+            format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}},{{"role":"assistant","content":"ü{long}"}}]}}"#, "x".repeat(1019)),
+        ];
+        for body in &cases {
+            let req = parse_json::<ChatRequest>(body.as_bytes()).unwrap();
+            assert_eq!(fingerprint(&req), fingerprint_whole(&req), "{body}");
+        }
     }
 
     #[test]
