@@ -7,7 +7,8 @@
 //! `cargo bench -p cognitude-benches --bench analytics`; it needs PostgreSQL at DATABASE_URL
 //! (default: the local server) and `psql` (for VACUUM ANALYZE and the query plans), and drops
 //! its database at the end. `COGNITUDE_BENCH_ORGS` (default 20) sets how many organizations
-//! share the records.
+//! share the records. `COGNITUDE_BENCH_KEEP=1` keeps the database and prints the command that
+//! reruns the analysis alone against it (`analytics --recommend URL ORG`).
 //!
 //! The generated ledger: organizations of Zipf-distributed sizes, each with a few API keys, a
 //! model mix (premium and cheap models from the catalog, priced exactly), log-normal prompt and
@@ -60,7 +61,15 @@ async fn run() -> Result<()> {
     let orgs: usize = env_number("COGNITUDE_BENCH_ORGS", 20);
     let db = TestDatabase::create().await.map_err(anyhow::Error::msg)?;
     let result = bench(&db.url, n, orgs).await;
-    db.drop_db().await;
+    if std::env::var("COGNITUDE_BENCH_KEEP").is_ok_and(|v| v == "1") {
+        report(&format!(
+            "kept the database: rerun the analysis with `{} --recommend {} <org>`",
+            std::env::current_exe()?.display(),
+            db.url
+        ));
+    } else {
+        db.drop_db().await;
+    }
     result
 }
 
@@ -221,6 +230,18 @@ async fn recommend_child(url: &str, org: &str) -> Result<()> {
         report_.recommendations.len(),
         peak as f64 / 1024.0,
         rss_before as f64 / 1024.0,
+    ));
+    // The same pages read again without the analysis: how much of the time is the scan.
+    let t = Instant::now();
+    let mut scan = store.usage_scan(org, to - 30 * DAY, to, 5_000);
+    let mut rows = 0usize;
+    while let Some(page) = scan.next_page().await? {
+        rows += page.len();
+    }
+    let scan_wall = t.elapsed();
+    report(&format!(
+        "    the scan alone (no analysis): {rows} records in {:.2} s",
+        scan_wall.as_secs_f64()
     ));
     for r in report_.recommendations.iter().take(8) {
         report(&format!(
