@@ -154,7 +154,7 @@ impl Notifier {
                     ];
                     self.post(&c.url, body, headers).await
                 }
-                ChannelConfig::Email(c) => self.email(c, n).await,
+                ChannelConfig::Email(c) => self.email(c, n, env).await,
             }
         };
         match tokio::time::timeout(self.timeout, attempt).await {
@@ -213,7 +213,12 @@ impl Notifier {
         Err(SendError { message, retryable })
     }
 
-    async fn email(&self, c: &EmailConfig, n: &Notification) -> Result<(), SendError> {
+    async fn email(
+        &self,
+        c: &EmailConfig,
+        n: &Notification,
+        env: Envelope<'_>,
+    ) -> Result<(), SendError> {
         let (server, trusted) = match (&c.smtp, &self.relay) {
             (Some(s), _) => (s, false),
             (None, Some(r)) => (r, true),
@@ -231,7 +236,13 @@ impl Notifier {
                 .map_err(|e| SendError::fatal(format!("from: {e}")))?,
             _ => self.from.clone(),
         };
-        let mut builder = Message::builder().from(from).subject(n.subject.clone());
+        // The firing id, as webhooks carry it: the same on every attempt, so a retry after a lost
+        // answer reads as the same message.
+        let message_id = format!("<{}@{}>", env.delivery_id, from.email.domain());
+        let mut builder = Message::builder()
+            .from(from)
+            .subject(n.subject.clone())
+            .message_id(Some(message_id));
         for to in &c.to {
             let mbox = to
                 .parse::<Mailbox>()
