@@ -232,6 +232,7 @@ class Proxy:
 
         def read():
             for line in self.process.stdout:
+                line = re.sub(r"\x1b\[[0-9;]*m", "", line)  # the log's colours
                 self.output.append(line.rstrip("\n"))
                 m = re.search(r"listening on http://(\S+)", line)
                 if m and self.address is None:
