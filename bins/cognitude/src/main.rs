@@ -375,6 +375,10 @@ fn check_config(s: &Settings) {
             m.name, m.provider, m.upstream_model
         );
     }
+    let roots = s.alerts.extra_root_certificates.len();
+    if roots > 0 {
+        println!("alerts: {roots} extra root certificates trusted");
+    }
 }
 
 fn install_tracing(s: &Settings) {

@@ -122,6 +122,12 @@ fn bad_config_fails_before_binding_and_names_the_key() {
             ),
             "models[0].provider",
         ),
+        (
+            format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\n[alerts]\nextra_root_certificates = [\"missing-ca.pem\"]\n"
+            ),
+            "alerts.extra_root_certificates",
+        ),
     ];
     for (text, key) in cases {
         let cfg = write(&dir, "bad.toml", &text);

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::channels::{SmtpServer, SmtpTls};
 use crate::error::{Error, Result};
+use crate::roots::RootCertificates;
 
 /// How alerts are evaluated and delivered.
 #[derive(Debug, Clone)]
@@ -18,6 +19,9 @@ pub struct AlertsConfig {
     pub smtp_relay: Option<SmtpServer>,
     /// The sender of alert mail when a channel names none (`Cognitude <alerts@example.com>`).
     pub email_from: String,
+    /// Roots trusted besides the public ones when delivering over TLS (SMTP, Slack, webhooks):
+    /// for a relay or receiver whose certificate a private authority signed.
+    pub extra_root_certificates: RootCertificates,
     /// Delivery attempts per message and channel, the first included.
     pub delivery_attempts: u32,
     /// Wait before the second attempt; doubled after each failure, up to `max_backoff`.
@@ -38,6 +42,7 @@ impl Default for AlertsConfig {
             allow_hosts: Vec::new(),
             smtp_relay: None,
             email_from: "Cognitude <alerts@localhost>".to_owned(),
+            extra_root_certificates: RootCertificates::default(),
             delivery_attempts: 4,
             initial_backoff: Duration::from_secs(2),
             max_backoff: Duration::from_secs(60),

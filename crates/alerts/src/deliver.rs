@@ -1,6 +1,7 @@
 //! Sending one message to one channel, once: Slack and webhooks over HTTPS (hyper-util with
-//! rustls and ring, through the guarded resolver), email over SMTP with lettre. Retries and the
-//! record of attempts are the engine's.
+//! rustls and ring, through the guarded resolver), email over SMTP with lettre. Both verify
+//! certificates against the public web PKI roots plus the operator's extra roots. Retries and
+//! the record of attempts are the engine's.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::json;
 
@@ -24,6 +25,7 @@ use crate::config::AlertsConfig;
 use crate::error::{Error, Result};
 use crate::guard::{GuardedResolver, UrlPolicy};
 use crate::render::Notification;
+use crate::roots::RootCertificates;
 use crate::signature;
 
 /// A failed attempt, and whether another may succeed.
@@ -67,6 +69,8 @@ pub(crate) struct Notifier {
     policy: Arc<UrlPolicy>,
     relay: Option<SmtpServer>,
     from: Mailbox,
+    /// The operator's extra roots, as lettre takes them (the public ones are lettre's own).
+    smtp_roots: Vec<Certificate>,
     timeout: Duration,
 }
 
@@ -81,9 +85,15 @@ impl Notifier {
         http.enforce_http(false);
         http.set_connect_timeout(Some(config.connect_timeout));
         http.set_nodelay(true);
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("TLS setup: {e}")))?
+        .with_root_certificates(config.extra_root_certificates.root_store())
+        .with_no_client_auth();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
-            .map_err(|e| Error::Config(format!("TLS setup: {e}")))?
+            .with_tls_config(tls)
             // Plain http only reaches allow-listed hosts: URLs are checked before every send.
             .https_or_http()
             .enable_http1()
@@ -96,11 +106,13 @@ impl Notifier {
             .email_from
             .parse::<Mailbox>()
             .map_err(|e| Error::Config(format!("email_from: {e}")))?;
+        let smtp_roots = smtp_roots(&config.extra_root_certificates)?;
         Ok(Notifier {
             http: client,
             policy,
             relay: config.smtp_relay.clone(),
             from,
+            smtp_roots,
             timeout: config.request_timeout,
         })
     }
@@ -142,7 +154,7 @@ impl Notifier {
                     ];
                     self.post(&c.url, body, headers).await
                 }
-                ChannelConfig::Email(c) => self.email(c, n).await,
+                ChannelConfig::Email(c) => self.email(c, n, env).await,
             }
         };
         match tokio::time::timeout(self.timeout, attempt).await {
@@ -201,7 +213,12 @@ impl Notifier {
         Err(SendError { message, retryable })
     }
 
-    async fn email(&self, c: &EmailConfig, n: &Notification) -> Result<(), SendError> {
+    async fn email(
+        &self,
+        c: &EmailConfig,
+        n: &Notification,
+        env: Envelope<'_>,
+    ) -> Result<(), SendError> {
         let (server, trusted) = match (&c.smtp, &self.relay) {
             (Some(s), _) => (s, false),
             (None, Some(r)) => (r, true),
@@ -219,7 +236,13 @@ impl Notifier {
                 .map_err(|e| SendError::fatal(format!("from: {e}")))?,
             _ => self.from.clone(),
         };
-        let mut builder = Message::builder().from(from).subject(n.subject.clone());
+        // The firing id, as webhooks carry it: the same on every attempt, so a retry after a lost
+        // answer reads as the same message.
+        let message_id = format!("<{}@{}>", env.delivery_id, from.email.domain());
+        let mut builder = Message::builder()
+            .from(from)
+            .subject(n.subject.clone())
+            .message_id(Some(message_id));
         for to in &c.to {
             let mbox = to
                 .parse::<Mailbox>()
@@ -279,9 +302,27 @@ impl Notifier {
         }
     }
 
+    /// Verification against `domain`'s name, with lettre's public roots and the extra ones.
     fn tls_parameters(&self, domain: &str) -> Result<TlsParameters, SendError> {
-        TlsParameters::new(domain.to_owned()).map_err(|e| SendError::fatal(format!("TLS: {e}")))
+        self.smtp_roots
+            .iter()
+            .fold(TlsParameters::builder(domain.to_owned()), |b, cert| {
+                b.add_root_certificate(cert.clone())
+            })
+            .build()
+            .map_err(|e| SendError::fatal(format!("TLS: {e}")))
     }
+}
+
+fn smtp_roots(roots: &RootCertificates) -> Result<Vec<Certificate>> {
+    roots
+        .ders()
+        .iter()
+        .map(|der| {
+            Certificate::from_der(der.to_vec())
+                .map_err(|e| Error::Config(format!("extra_root_certificates: {e}")))
+        })
+        .collect()
 }
 
 /// The error and its sources, joined.

@@ -13,7 +13,9 @@
 //!   TLS, authentication, plain text and HTML parts), and a JSON webhook signed with
 //!   HMAC-SHA256 (see [`signature`] for the scheme receivers verify). Tenant URLs must be
 //!   `https` to public addresses (every address the host resolves to, checked again at each
-//!   delivery) unless the operator allow-lists the host. Secrets are write-only.
+//!   delivery) unless the operator allow-lists the host. Certificates are checked against the
+//!   public web PKI roots plus any [`RootCertificates`] the operator adds for a private
+//!   authority. Secrets are write-only.
 //! - **Digests**: daily (at a local hour) and weekly (on a weekday): spend and its change, requests,
 //!   tokens, cache hit rate and savings, routing savings, top models and keys, recommendations.
 //!
@@ -46,6 +48,7 @@ mod error;
 mod guard;
 mod period;
 mod render;
+mod roots;
 mod rules;
 pub mod signature;
 
@@ -65,4 +68,5 @@ pub use guard::{UrlPolicy, is_public};
 pub use jiff::tz::TimeZone;
 pub use period::{Period, PeriodWindow, Window, period_window, previous_period, time_zone};
 pub use render::{AlertEvent, Contributor, Notification};
+pub use roots::RootCertificates;
 pub use rules::{Breach, Condition, Figures, Plan, SpikeWindow, Trigger, evaluate, plan};

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use cognitude_catalog::{Catalog, ModelPatch};
@@ -195,6 +196,10 @@ pub struct AlertsSection {
     pub max_backoff_ms: u64,
     pub connect_timeout_ms: u64,
     pub request_timeout_ms: u64,
+    /// PEM files of root certificates trusted besides the public ones when delivering over TLS
+    /// (SMTP, Slack, webhooks), for a private certificate authority; each may hold several.
+    /// Read once, when the configuration is loaded.
+    pub extra_root_certificates: Vec<String>,
     /// The operator's SMTP relay for email channels that name no server.
     pub smtp: Option<SmtpRelay>,
 }
@@ -211,6 +216,7 @@ impl Default for AlertsSection {
             max_backoff_ms: 60_000,
             connect_timeout_ms: 10_000,
             request_timeout_ms: 30_000,
+            extra_root_certificates: Vec::new(),
             smtp: None,
         }
     }
@@ -775,6 +781,18 @@ impl Config {
         }
 
         let a = &self.alerts;
+        let mut extra_roots = cognitude_alerts::RootCertificates::default();
+        for path in &a.extra_root_certificates {
+            let roots = cognitude_alerts::RootCertificates::read_pem_file(Path::new(path))
+                .map_err(|e| {
+                    let message = match e {
+                        cognitude_alerts::Error::Config(m) => m,
+                        other => other.to_string(),
+                    };
+                    ConfigError::new("alerts.extra_root_certificates", message)
+                })?;
+            extra_roots.extend(roots);
+        }
         let alerts = cognitude_alerts::AlertsConfig {
             evaluate_every: Duration::from_secs(a.evaluate_every_secs),
             allow_hosts: a.allow_hosts.clone(),
@@ -786,6 +804,7 @@ impl Config {
                 password: r.password.as_ref().map(|p| p.expose().to_owned()),
             }),
             email_from: a.email_from.clone(),
+            extra_root_certificates: extra_roots,
             delivery_attempts: a.delivery_attempts,
             initial_backoff: Duration::from_millis(a.initial_backoff_ms),
             max_backoff: Duration::from_millis(a.max_backoff_ms),
@@ -1222,6 +1241,50 @@ mod tests {
             &[("COGNITUDE_MAX_BODY_BYTES", "lots")],
             "COGNITUDE_MAX_BODY_BYTES",
         );
+    }
+
+    #[test]
+    fn extra_root_certificates_are_read_at_load() {
+        let dir = std::env::temp_dir().join(format!("cognitude-roots-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = include_str!("../../alerts/tests/fixtures/test-ca.pem");
+        let good = dir.join("ca.pem");
+        std::fs::write(&good, format!("{ca}{ca}")).unwrap();
+        let bad = dir.join("bad.pem");
+        std::fs::write(
+            &bad,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let toml = |paths: &[&Path]| {
+            let list: Vec<String> = paths
+                .iter()
+                .map(|p| format!("{:?}", p.display().to_string()))
+                .collect();
+            format!(
+                "[alerts]\nextra_root_certificates = [{}]\n",
+                list.join(", ")
+            )
+        };
+        let s = Config::from_toml(&toml(&[&good, &good]))
+            .unwrap()
+            .resolve(&env(&[]))
+            .unwrap();
+        assert_eq!(s.alerts.extra_root_certificates.len(), 4);
+
+        let missing = dir.join("missing.pem");
+        for (paths, named) in [
+            (vec![good.as_path(), missing.as_path()], &missing),
+            (vec![bad.as_path()], &bad),
+        ] {
+            let err = Config::from_toml(&toml(&paths))
+                .unwrap()
+                .resolve(&env(&[]))
+                .unwrap_err();
+            assert_eq!(err.key, "alerts.extra_root_certificates", "{err}");
+            assert!(err.message.contains(&named.display().to_string()), "{err}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
