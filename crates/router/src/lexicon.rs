@@ -617,6 +617,20 @@ impl StemHash {
         }
     }
 
+    /// Adds ASCII letters (folded here) while the long stem is not full: what `push` does for
+    /// each of them, without a test per letter once the stem is full.
+    #[inline]
+    pub(crate) fn push_ascii_letters(&mut self, letters: &[u8]) {
+        let room = LONG_STEM.saturating_sub(self.chars) as usize;
+        for &b in letters.iter().take(room) {
+            self.hash = (self.hash ^ u64::from(b | 0x20)).wrapping_mul(FNV_PRIME);
+            self.chars += 1;
+            if self.chars == SHORT_STEM {
+                self.short = self.hash;
+            }
+        }
+    }
+
     /// The keys to look up for a word of `word_chars` characters: the word itself (up to seven
     /// characters) or its long stem, and its short stem.
     #[inline]

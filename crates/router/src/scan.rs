@@ -528,7 +528,6 @@ struct Scanner {
     w_has_digit: bool,
     w_underscore: bool,
     w_camel: bool,
-    w_last_lower: bool,
     w_lower_run: u32,
     w_greek: bool,
     stem: StemHash,
@@ -582,7 +581,6 @@ impl Scanner {
             w_has_digit: false,
             w_underscore: false,
             w_camel: false,
-            w_last_lower: false,
             w_lower_run: 0,
             w_greek: false,
             stem: StemHash::new(),
@@ -653,6 +651,15 @@ impl Scanner {
                 // Letters and spaces are most bytes: tested first, with direct branches, rather
                 // than through the dispatch on every ASCII byte.
                 if is_letter(b) {
+                    if self.w_chars == 0 && !self.in_num && self.op_len == 0 {
+                        // A new word with nothing pending before it (most words): what
+                        // `ascii_letter` does for its first letter is what `letter_run` does for
+                        // the others, once the word is started.
+                        self.w_first = u32::from(b);
+                        self.stem = StemHash::new();
+                        i = self.letter_run(bytes, i);
+                        continue;
+                    }
                     self.ascii_letter(b);
                     self.prev_byte = b;
                     // The word is open: take the rest of its letters at once.
@@ -679,46 +686,53 @@ impl Scanner {
     /// inside a word (operators, numbers, line starts).
     #[inline]
     fn letter_run(&mut self, bytes: &[u8], start: usize) -> usize {
-        let mut j = start;
-        let first_lower = (0x61..=0x7A).contains(&self.w_first);
-        // The loop works on locals, kept in registers: through `self`, the compiler may store
-        // the stem hash and the run length to memory at every letter.
-        let mut stem = self.stem;
-        let mut lower_run = self.w_lower_run;
-        let mut camel = self.w_camel;
-        while let Some(&b) = bytes.get(j) {
+        // First find the run's end, noting whether every letter is lower case (bit 0x20 set
+        // in each): then the per-letter case tracking below reduces to one addition.
+        let rest = bytes.get(start..).unwrap_or_default();
+        let mut run = 0;
+        let mut lower_bits = 0x20u8;
+        while let Some(&b) = rest.get(run) {
             if !is_letter(b) {
                 break;
             }
-            let lower = b.is_ascii_lowercase();
-            camel |= !lower && lower_run >= 2 && first_lower;
-            lower_run = if lower { lower_run + 1 } else { 0 };
-            stem.push(u32::from(b | 0x20));
-            j += 1;
+            lower_bits &= b;
+            run += 1;
         }
-        self.stem = stem;
-        self.w_lower_run = lower_run;
-        self.w_camel = camel;
-        let run = j - start;
         if run == 0 {
-            return j;
+            return start;
         }
+        let letters = &rest[..run];
+        if lower_bits != 0 {
+            // Lower case only: the run of lower-case letters grows, camelCase cannot start.
+            self.w_lower_run += run as u32;
+        } else {
+            let first_lower = (0x61..=0x7A).contains(&self.w_first);
+            let mut lower_run = self.w_lower_run;
+            let mut camel = self.w_camel;
+            for &b in letters {
+                let lower = b.is_ascii_lowercase();
+                camel |= !lower && lower_run >= 2 && first_lower;
+                lower_run = if lower { lower_run + 1 } else { 0 };
+            }
+            self.w_lower_run = lower_run;
+            self.w_camel = camel;
+        }
+        self.stem.push_ascii_letters(letters);
         let n = run as u32;
         self.w_chars += n;
         self.w_alpha += n;
-        for &b in &bytes[start..j] {
-            if (self.l_head_len as usize) >= self.l_head.len() {
-                break;
+        let head_len = self.l_head_len as usize;
+        if head_len < self.l_head.len() {
+            for (slot, &b) in self.l_head[head_len..].iter_mut().zip(letters) {
+                *slot = b;
+                self.l_head_len += 1;
             }
-            self.l_head[self.l_head_len as usize] = b;
-            self.l_head_len += 1;
         }
         self.l_sig += n;
-        let last = bytes[j - 1];
+        let last = letters[run - 1];
         self.l_last = last;
         self.prev_byte = last;
-        self.w_last_lower = last.is_ascii_lowercase();
-        j
+        start + run
     }
 
     #[inline]
@@ -992,7 +1006,6 @@ impl Scanner {
         self.w_lower_run = if lower { self.w_lower_run + 1 } else { 0 };
         self.w_chars += 1;
         self.w_alpha += 1;
-        self.w_last_lower = lower;
         self.stem.push(lexicon::fold(c));
     }
 
@@ -1077,7 +1090,6 @@ impl Scanner {
         self.w_has_digit = false;
         self.w_underscore = false;
         self.w_camel = false;
-        self.w_last_lower = false;
         self.w_lower_run = 0;
         self.w_greek = false;
     }

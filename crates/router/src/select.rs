@@ -289,7 +289,7 @@ impl Selector {
             });
         }
         let mode = self.mode;
-        if !sort_by_packed_keys(mode, &mut candidates) {
+        if !sort_by_u64_keys(mode, &mut candidates) && !sort_by_packed_keys(mode, &mut candidates) {
             // `rank` is a total order (it ends on the model id, unique in a catalog), so an
             // unstable sort gives the same order as a stable one, without a scratch buffer.
             candidates.sort_unstable_by(|a, b| rank(mode, a, b));
@@ -352,9 +352,68 @@ fn sort_by_packed_keys(mode: Mode, candidates: &mut [Candidate<'_>]) -> bool {
     }
     let keys = &mut keys[..n];
     keys.sort_unstable();
-    // Candidates equal on every criterion are ordered by model id (rare: a run of equal keys).
     let index = |k: u128| (k & ((1 << INDEX_BITS) - 1)) as usize;
     let tied = |a: u128, b: u128| (a ^ b) >> INDEX_BITS == 0;
+    arrange(keys, candidates, index, tied);
+    true
+}
+
+/// [`sort_by_packed_keys`] with 64-bit keys, which sort about twice as fast as 128-bit ones:
+/// each criterion takes only the bits that the largest value among these candidates needs.
+/// Returns false, leaving the list as it was, if the three criteria need more than 56 bits
+/// together (or a cost is negative or 2⁶⁴ picodollars or more).
+fn sort_by_u64_keys(mode: Mode, candidates: &mut [Candidate<'_>]) -> bool {
+    let n = candidates.len();
+    if n > PACKED_MAX {
+        return false;
+    }
+    // The bits of a criterion are those of the OR of its values (that of the largest value).
+    let (mut costs, mut latencies, mut qualities) = (0u64, 0u64, 0u64);
+    for c in candidates.iter() {
+        let Ok(cost) = u64::try_from(c.cost.pico()) else {
+            return false;
+        };
+        costs |= cost;
+        latencies |= c.latency_ms;
+        qualities |= u64::from(c.model.quality);
+    }
+    let bits = |x: u64| 64 - x.leading_zeros();
+    let (wc, wl, wq) = (bits(costs), bits(latencies), bits(qualities));
+    if wc + wl + wq > 63 - INDEX_BITS {
+        return false;
+    }
+    let most_quality = (1u64 << wq) - 1;
+    let mut keys = [0u64; PACKED_MAX];
+    for (i, (key, c)) in keys.iter_mut().zip(candidates.iter()).enumerate() {
+        // Every cost fits, as checked above.
+        let cost = u64::try_from(c.cost.pico()).unwrap_or(u64::MAX);
+        let latency = c.latency_ms;
+        let worse_quality = most_quality - u64::from(c.model.quality);
+        let criteria = match (c.meets_bar, mode) {
+            (true, Mode::Cost) => cost << (wq + wl) | worse_quality << wl | latency,
+            (true, Mode::Latency) => latency << (wc + wq) | cost << wq | worse_quality,
+            (false, _) | (true, Mode::Quality) => worse_quality << (wc + wl) | cost << wl | latency,
+        };
+        *key = u64::from(!c.meets_bar) << 63 | criteria << INDEX_BITS | i as u64;
+    }
+    let keys = &mut keys[..n];
+    keys.sort_unstable();
+    let index = |k: u64| (k & ((1 << INDEX_BITS) - 1)) as usize;
+    let tied = |a: u64, b: u64| (a ^ b) >> INDEX_BITS == 0;
+    arrange(keys, candidates, index, tied);
+    true
+}
+
+/// Puts the candidates in the order of their sorted keys; candidates equal on every criterion
+/// are ordered by model id, as in [`rank`].
+fn arrange<K: Copy>(
+    keys: &mut [K],
+    candidates: &mut [Candidate<'_>],
+    index: impl Fn(K) -> usize,
+    tied: impl Fn(K, K) -> bool,
+) {
+    let n = keys.len();
+    // A run of equal keys is rare.
     let mut start = if keys.windows(2).any(|w| tied(w[0], w[1])) {
         0
     } else {
@@ -395,7 +454,6 @@ fn sort_by_packed_keys(mode: Mode, candidates: &mut [Candidate<'_>]) -> bool {
             k = from;
         }
     }
-    true
 }
 
 /// Best first. Models that meet the bar come first, ordered by the mode; those below it after,
@@ -683,6 +741,8 @@ mod tests {
             for len in [0, 1, 2, 5, 40, list.len()] {
                 let mut packed = list[..len].to_vec();
                 assert!(sort_by_packed_keys(mode, &mut packed));
+                let mut short = list[..len].to_vec();
+                assert!(sort_by_u64_keys(mode, &mut short));
                 let mut reference = list[..len].to_vec();
                 reference.sort_by(|a, b| rank(mode, a, b));
                 // Candidates of the same model may tie completely; compare what rank sees.
@@ -692,12 +752,36 @@ mod tests {
                         .collect::<Vec<_>>()
                 };
                 assert_eq!(view(&packed), view(&reference), "{mode} {len}");
+                assert_eq!(view(&short), view(&reference), "{mode} {len}");
             }
+        }
+        // Figures too wide for 64-bit keys together, but not for 128-bit ones.
+        let mut wide = list.clone();
+        for (k, c) in wide.iter_mut().enumerate() {
+            c.cost = Money::from_pico(i128::from((k as u64 % 7) << 40));
+            c.latency_ms = (k as u64 % 5) << 30;
+        }
+        for mode in Mode::ALL {
+            let before = wide.clone();
+            let mut short = wide.clone();
+            assert!(!sort_by_u64_keys(mode, &mut short));
+            assert_eq!(short, before);
+            let mut packed = wide.clone();
+            assert!(sort_by_packed_keys(mode, &mut packed));
+            let mut reference = wide.clone();
+            reference.sort_by(|a, b| rank(mode, a, b));
+            let view = |v: &[Candidate<'_>]| {
+                v.iter()
+                    .map(|c| (c.model.id.clone(), c.cost, c.latency_ms, c.meets_bar))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(view(&packed), view(&reference), "{mode}");
         }
         let mut too_dear = list[..3].to_vec();
         too_dear[1].cost = Money::from_pico(1 << 70);
         let before = too_dear.clone();
         assert!(!sort_by_packed_keys(Mode::Cost, &mut too_dear));
+        assert!(!sort_by_u64_keys(Mode::Cost, &mut too_dear));
         assert_eq!(too_dear, before);
     }
 

@@ -2,7 +2,8 @@
 //! request flags, the rest is text (lossily decoded, so every script and garbage appear).
 //! Classification and selection must never panic and must keep their invariants.
 //!
-//! `cargo +nightly fuzz run classify` from crates/router.
+//! `RUSTC_BOOTSTRAP=1 cargo fuzz run classify` from crates/router on stable Rust (or
+//! `cargo +nightly fuzz run classify`).
 
 #![no_main]
 
