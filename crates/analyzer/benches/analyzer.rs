@@ -83,8 +83,6 @@ fn main() {
             request_id: &id,
             org_id: ORGS[(r >> 2) as usize % ORGS.len()],
             created_at: 1_750_000_000_000_000 + i as i64 * 2_000_000,
-            endpoint: "/v1/chat/completions",
-            model_requested: model,
             model_used: Some(model),
             status: 200,
             prompt_tokens: prompt as i64,
@@ -98,7 +96,6 @@ fn main() {
             system_len: if long_system { 6000 } else { 0 },
             prefix_hash: &prefix,
             prompt_chars: (prompt * 4) as i64,
-            prompt_tokens_est: prompt as i64,
             ..Record::default()
         });
     }

@@ -2,22 +2,19 @@
 
 /// One request of the usage ledger, borrowed from wherever the caller holds the row.
 ///
-/// Field for field the `usage_records` table (types included), minus what no analysis reads
-/// (latencies, reasoning tokens, temperature, stored texts), so a store row converts without
-/// allocating. Money is integer picodollars; `created_at` is Unix microseconds.
+/// The columns of the `usage_records` table (types included) that some analysis reads: the
+/// key, endpoint, provider, requested and baseline models, routing mode, latencies and stored
+/// texts are left out, so a store reads fewer columns and a row converts without allocating.
+/// Money is integer picodollars; `created_at` is Unix microseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Record<'a> {
     /// The client's request id: shown as an example, never the prompt text.
     pub request_id: &'a str,
     pub org_id: &'a str,
-    pub api_key_id: Option<&'a str>,
     /// Unix microseconds.
     pub created_at: i64,
-    pub endpoint: &'a str,
-    pub model_requested: &'a str,
     /// The catalog model that answered (`None` when no upstream answered).
     pub model_used: Option<&'a str>,
-    pub provider: Option<&'a str>,
     /// The HTTP status returned to the client.
     pub status: i32,
     pub prompt_tokens: i64,
@@ -30,15 +27,12 @@ pub struct Record<'a> {
     /// `hit-memory`, `hit-redis`, `hit-postgres`, `coalesced`, `miss`, `bypass` or `off`;
     /// `None` when the request never reached the cache.
     pub cache_status: Option<&'a str>,
-    pub cache_saved_pico: i64,
     /// Whether the router chose the model.
     pub routed: bool,
     /// The classifier's complexity score in [0, 1].
     pub route_score: Option<f64>,
     /// `simple`, `medium` or `complex`.
     pub route_tier: Option<&'a str>,
-    pub route_mode: Option<&'a str>,
-    pub baseline_model: Option<&'a str>,
     /// What routing saved against the baseline, in picodollars.
     pub route_saving_pico: Option<i64>,
     /// Hex SHA-256 of the canonical request: identical requests share it.
@@ -51,7 +45,6 @@ pub struct Record<'a> {
     pub prefix_hash: &'a str,
     /// Characters of every message's text.
     pub prompt_chars: i64,
-    pub prompt_tokens_est: i64,
 }
 
 /// Bytes of the conversation the ledger's `prefix_hash` covers (see the server's

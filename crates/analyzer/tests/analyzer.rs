@@ -137,10 +137,7 @@ impl Row {
             request_id: &self.request_id,
             org_id: self.org,
             created_at: self.at,
-            endpoint: "/v1/chat/completions",
-            model_requested: self.model,
             model_used: Some(self.model),
-            provider: Some("acme-ai"),
             status: 200,
             prompt_tokens: self.prompt,
             cached_prompt_tokens: self.cached,
@@ -156,7 +153,6 @@ impl Row {
             system_len: self.system_len,
             prefix_hash: &self.prefix,
             prompt_chars: self.chars,
-            prompt_tokens_est: self.prompt,
             ..Record::default()
         }
     }

@@ -110,13 +110,14 @@ pub async fn analyze(
     });
     let catalog = catalog.clone();
     let policy = policy.clone();
+    let org = org_id.to_owned();
     // The analysis is CPU work: off the async workers, so other requests keep being served.
     let report = tokio::task::spawn_blocking(move || {
         let router = Router::new(policy);
         let mut analyzer = Analyzer::new(&catalog, &router).with_window(from, to);
         while let Some(page) = rx.blocking_recv() {
             for row in &page? {
-                analyzer.observe(&record(row));
+                analyzer.observe(&record(row, &org));
             }
         }
         Ok(analyzer.finish())
@@ -127,17 +128,13 @@ pub async fn analyze(
     report
 }
 
-/// A store row as the analyzer reads it, borrowed.
-fn record(r: &LedgerRow) -> Record<'_> {
+/// A store row of `org_id`'s as the analyzer reads it, borrowed.
+fn record<'a>(r: &'a LedgerRow, org_id: &'a str) -> Record<'a> {
     Record {
         request_id: &r.request_id,
-        org_id: &r.org_id,
-        api_key_id: r.api_key_id.as_deref(),
+        org_id,
         created_at: r.created_at,
-        endpoint: &r.endpoint,
-        model_requested: &r.model_requested,
         model_used: r.model_used.as_deref(),
-        provider: r.provider.as_deref(),
         status: r.status,
         prompt_tokens: r.prompt_tokens,
         cached_prompt_tokens: r.cached_prompt_tokens,
@@ -145,19 +142,15 @@ fn record(r: &LedgerRow) -> Record<'_> {
         cost_pico: r.cost_pico,
         max_tokens: r.max_tokens,
         cache_status: r.cache_status.as_deref(),
-        cache_saved_pico: r.cache_saved_pico,
         routed: r.routed,
         route_score: r.route_score,
         route_tier: r.route_tier.as_deref(),
-        route_mode: r.route_mode.as_deref(),
-        baseline_model: r.baseline_model.as_deref(),
         route_saving_pico: r.route_saving_pico,
         request_hash: &r.request_hash,
         system_hash: r.system_hash.as_deref(),
         system_len: r.system_len,
         prefix_hash: &r.prefix_hash,
         prompt_chars: r.prompt_chars,
-        prompt_tokens_est: r.prompt_tokens_est,
     }
 }
 
