@@ -64,8 +64,8 @@ pub(crate) const BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
 /// Rows per upsert statement: 2 bound texts each, far below both backends' limits.
 const ROWS_PER_STATEMENT: usize = 200;
 
-/// (org, dimension, hour start, value): the primary key's order, so rows sorted by it are
-/// locked in index order.
+/// (org, dimension, hour start, value), the primary key's columns in order. Rows are upserted
+/// sorted by it, so every writer locks the rows it shares with another in the same order.
 pub(crate) type Key<'a> = (&'a str, &'static str, i64, &'a str);
 
 /// The counters of one rollup row (or of what a batch adds to it).
