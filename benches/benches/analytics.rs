@@ -88,7 +88,7 @@ async fn bench(url: &str, n: u64, orgs: usize) -> Result<()> {
         n as f64 / load_time.as_secs_f64()
     ));
     psql(url, "VACUUM ANALYZE usage_records")?;
-    psql(url, "VACUUM ANALYZE usage_rollups")?;
+    psql(url, "VACUUM ANALYZE usage_dimension_rollups")?;
     let size = psql(
         url,
         "SELECT pg_size_pretty(pg_total_relation_size('usage_records'))",
@@ -96,10 +96,14 @@ async fn bench(url: &str, n: u64, orgs: usize) -> Result<()> {
     report(&format!("usage_records with its indexes: {}", size.trim()));
     let rollups = psql(
         url,
-        "SELECT COUNT(*) || ' rows, ' || pg_size_pretty(pg_total_relation_size('usage_rollups')) \
-         FROM usage_rollups",
+        "SELECT COUNT(*) || ' rows, ' \
+         || pg_size_pretty(pg_total_relation_size('usage_dimension_rollups')) \
+         FROM usage_dimension_rollups",
     )?;
-    report(&format!("usage_rollups with its index: {}", rollups.trim()));
+    report(&format!(
+        "usage_dimension_rollups with its index: {}",
+        rollups.trim()
+    ));
 
     let (big, big_n) = per_org
         .iter()

@@ -4,9 +4,10 @@
 //!
 //! Everything is aggregated by the database on both backends with the same SQL. Money columns
 //! are summed split into whole microdollars and the picodollars left, as `alerting.rs` explains,
-//! so sums are exact and cannot overflow. Breakdowns read the hourly rollups (`usage_rollups`,
-//! kept by [`Store::insert_usage`], see `rollup.rs`) for the whole hours of their window and the
-//! records themselves only for the partial hours at its ends.
+//! so sums are exact and cannot overflow. Breakdowns read the hourly rollups
+//! (`usage_dimension_rollups`, one row per organization, dimension, hour and value, kept by
+//! [`Store::insert_usage`], see `rollup.rs`) for the whole hours of their window and the records
+//! themselves only for the partial hours at its ends.
 //!
 //! # Latency percentiles
 //!
@@ -27,7 +28,7 @@ use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
 use crate::alerting::parse_money;
-use crate::rollup::{BUCKETS, HOUR_MICROS};
+use crate::rollup::{BUCKETS, HOUR_MICROS, TIME_DIMENSION};
 use crate::schema::usage_records;
 use crate::{Backend, BackendKind, Error, Result, Store, pool_err};
 
@@ -111,23 +112,28 @@ impl GroupBy {
         }
     }
 
-    /// The same over `usage_rollups`, whose dimensions already hold the group names and whose
-    /// hours start on hour boundaries (so an hour's day and hour are those of its records).
-    fn rollup_sql(self) -> (&'static str, &'static str) {
+    /// The same over `usage_dimension_rollups`: the dimension whose rows are read, and the
+    /// group and name expressions over them. A dimension's `value` already holds the group
+    /// name; day and hour sum the rows of one dimension (each record is counted once in any
+    /// one), whose hours start on hour boundaries (so an hour's day and hour are those of its
+    /// records).
+    fn rollup_sql(self) -> (&'static str, &'static str, &'static str) {
         match self {
-            GroupBy::Model => ("model", "model"),
-            GroupBy::Provider => ("provider", "provider"),
             GroupBy::Day => (
+                TIME_DIMENSION,
                 "hour_start / 86400000000",
                 "CAST(hour_start / 86400000000 AS TEXT)",
             ),
             GroupBy::Hour => (
+                TIME_DIMENSION,
                 "hour_start / 3600000000",
                 "CAST(hour_start / 3600000000 AS TEXT)",
             ),
-            GroupBy::Key => ("api_key_id", "api_key_id"),
-            GroupBy::CacheStatus => ("cache_status", "cache_status"),
-            GroupBy::Tier => ("route_tier", "route_tier"),
+            GroupBy::Model
+            | GroupBy::Provider
+            | GroupBy::Key
+            | GroupBy::CacheStatus
+            | GroupBy::Tier => (self.as_str(), "value", "value"),
         }
     }
 
@@ -285,10 +291,12 @@ impl Store {
     /// An organization's usage over `[from, to)` (Unix microseconds), grouped and summed in
     /// SQL. Time groups come in time order; the others costliest first, ties by name.
     ///
-    /// The whole hours of the window are read from the hourly rollups (`usage_rollups`, one
-    /// row per hour and dimension combination), the partial hours at either end (at most two
-    /// hours) from the records themselves, and the two merged: the result is exactly that of
-    /// [`Store::usage_breakdown_from_records`], at a fraction of the rows read.
+    /// The whole hours of the window are read from the hourly rollups
+    /// (`usage_dimension_rollups`: the grouped dimension's rows, one per hour and value, or for
+    /// day and hour those of one dimension, which counts every record once), the partial hours
+    /// at either end (at most two hours) from the records themselves, and the two merged: the
+    /// result is exactly that of [`Store::usage_breakdown_from_records`], at a fraction of the
+    /// rows read.
     pub async fn usage_breakdown(
         &self,
         org_id: &str,
@@ -395,7 +403,7 @@ impl Store {
             BackendKind::Postgres => ("$1", "$2", "$3"),
             BackendKind::Sqlite => ("?", "?", "?"),
         };
-        let (group_expr, name_expr) = group_by.rollup_sql();
+        let (dimension, group_expr, name_expr) = group_by.rollup_sql();
         let histogram = (0..BUCKETS)
             .map(|b| format!("CAST(SUM(b{b:02}) AS TEXT)"))
             .collect::<Vec<_>>()
@@ -412,8 +420,9 @@ impl Store {
              CAST(SUM(cache_hits) AS BIGINT) AS cache_hits, \
              CAST(MAX(latency_max) AS BIGINT) AS latency_max, \
              {histogram} AS histogram \
-             FROM usage_rollups \
-             WHERE org_id = {p1} AND hour_start >= {p2} AND hour_start < {p3} \
+             FROM usage_dimension_rollups \
+             WHERE org_id = {p1} AND dimension = '{dimension}' \
+             AND hour_start >= {p2} AND hour_start < {p3} \
              GROUP BY {group_expr}"
         );
         let rows: Vec<RollupGroupRow> = with_conn!(self, |conn| {
@@ -438,7 +447,7 @@ impl Store {
         }
         with_conn!(self, |conn| {
             conn.transaction::<(), diesel::result::Error, _>(async |conn| {
-                diesel::sql_query("DELETE FROM usage_rollups")
+                diesel::sql_query("DELETE FROM usage_dimension_rollups")
                     .execute(conn)
                     .await?;
                 diesel::sql_query(backfill).execute(conn).await?;

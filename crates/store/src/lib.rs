@@ -465,9 +465,10 @@ impl Store {
     /// Inserts records; a record whose `id` is already there is skipped, so a batch can be
     /// written again after a failure without duplicates. Returns how many were new.
     ///
-    /// In the same transaction, the hourly rollups the breakdown reads (`usage_rollups`) are
-    /// incremented by exactly the records inserted, never by skipped ones, so a replayed batch
-    /// changes nothing there either.
+    /// In the same transaction, the hourly rollups the breakdown reads
+    /// (`usage_dimension_rollups`, one row per dimension value) are incremented by exactly the
+    /// records inserted, never by skipped ones, so a replayed batch changes nothing there
+    /// either.
     pub async fn insert_usage(&self, records: &[UsageRecord]) -> Result<usize> {
         use diesel::sql_types::Text;
         if records.is_empty() {

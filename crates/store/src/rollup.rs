@@ -1,14 +1,21 @@
-//! The hourly usage rollups (`usage_rollups`, migration `000004_usage_rollups`): what a batch of
-//! newly inserted ledger records adds to them, and the upsert that adds it.
+//! The hourly usage rollups (`usage_dimension_rollups`, migration
+//! `000005_usage_dimension_rollups`): what a batch of newly inserted ledger records adds to them,
+//! and the upsert that adds it.
 //!
-//! The invariant: every record in `usage_records` is counted in `usage_rollups` exactly once.
-//! [`crate::Store::insert_usage`] upserts the rollups of the records it actually inserted (not
-//! those skipped as already present) in the same transaction, so a replayed batch adds nothing
-//! and a failed one adds nothing either. The migration backfills the rollups of the records
-//! that were there before it.
+//! A rollup row is keyed by (organization, dimension, hour, value): the dimension is one of the
+//! breakdown's non-time `group_by` names ([`DIMENSIONS`]) and the value the group name the
+//! breakdown shows for a record. Each record adds to exactly one row per dimension, five in
+//! all, so a batch upserts one row per distinct value it holds in each hour rather than one per
+//! combination of values.
+//!
+//! The invariant: within each dimension, every record in `usage_records` is counted in
+//! `usage_dimension_rollups` exactly once. [`crate::Store::insert_usage`] upserts the rollups of
+//! the records it actually inserted (not those skipped as already present) in the same
+//! transaction, so a replayed batch adds nothing and a failed one adds nothing either. The
+//! migration backfills the rollups of the records that were there before it.
 //!
 //! Every value here is computed the way the breakdown's SQL over `usage_records` computes it:
-//! the dimensions are the breakdown's group names (`COALESCE(model_used, 'none')`…), money is
+//! the values are the breakdown's group names (`COALESCE(model_used, 'none')`…), money is
 //! split into whole microdollars and the picodollars left with truncating division, and the
 //! latency bucket is the first bound the latency does not exceed.
 
@@ -17,20 +24,36 @@ use std::collections::BTreeMap;
 use crate::analytics::LATENCY_BOUNDS_MS;
 use crate::{BackendKind, UsageRecord};
 
+/// The migration that creates the rollups and backfills them.
+macro_rules! rollup_migration {
+    ($backend:literal, $file:literal) => {
+        include_str!(concat!(
+            "../migrations/",
+            $backend,
+            "/2026-11-26-000005_usage_dimension_rollups/",
+            $file
+        ))
+    };
+}
+
 /// The migration's backfill: every record's rollups, computed in SQL from `usage_records`
-/// into an empty `usage_rollups`.
+/// into an empty `usage_dimension_rollups`.
 pub(crate) fn backfill_sql(kind: BackendKind) -> &'static str {
     let up = match kind {
-        BackendKind::Postgres => {
-            include_str!("../migrations/postgres/2026-11-26-000004_usage_rollups/up.sql")
-        }
-        BackendKind::Sqlite => {
-            include_str!("../migrations/sqlite/2026-11-26-000004_usage_rollups/up.sql")
-        }
+        BackendKind::Postgres => rollup_migration!("postgres", "up.sql"),
+        BackendKind::Sqlite => rollup_migration!("sqlite", "up.sql"),
     };
-    up.find("INSERT INTO usage_rollups")
+    up.find("INSERT INTO usage_dimension_rollups")
         .map_or("", |i| &up[i..])
 }
+
+/// The dimensions a record is rolled up by, as stored in `dimension`: the breakdown's
+/// `group_by` names. Every record has a value in each (its defaults replace NULL).
+pub(crate) const DIMENSIONS: [&str; 5] = ["model", "provider", "key", "cache_status", "tier"];
+
+/// The dimension whose rows time breakdowns (by day or hour) sum: any one dimension counts
+/// every record once.
+pub(crate) const TIME_DIMENSION: &str = "tier";
 
 /// One hour in microseconds.
 pub(crate) const HOUR_MICROS: i64 = 3_600_000_000;
@@ -38,11 +61,12 @@ pub(crate) const HOUR_MICROS: i64 = 3_600_000_000;
 /// Histogram buckets: one per bound and a last one for the rest.
 pub(crate) const BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
 
-/// Rows per upsert statement: 6 bound texts each, far below both backends' limits.
+/// Rows per upsert statement: 2 bound texts each, far below both backends' limits.
 const ROWS_PER_STATEMENT: usize = 200;
 
-/// (org, hour start, model, provider, API key, cache status, tier).
-type Key = (String, i64, String, String, String, String, String);
+/// (org, dimension, hour start, value), the primary key's columns in order. Rows are upserted
+/// sorted by it, so every writer locks the rows it shares with another in the same order.
+pub(crate) type Key<'a> = (&'a str, &'static str, i64, &'a str);
 
 /// The counters of one rollup row (or of what a batch adds to it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,45 +115,51 @@ fn split(pico: i128) -> (i64, i64) {
 pub(crate) fn aggregate<'a>(
     records: impl IntoIterator<Item = &'a UsageRecord>,
     kind: BackendKind,
-) -> Vec<(Key, Counters)> {
-    let mut out: BTreeMap<Key, Counters> = BTreeMap::new();
+) -> Vec<(Key<'a>, Counters)> {
+    let mut out: BTreeMap<Key<'a>, Counters> = BTreeMap::new();
     for r in records {
-        let or = |v: &Option<String>, d: &str| v.clone().unwrap_or_else(|| d.to_owned());
-        let key = (
-            r.org_id.clone(),
-            r.created_at - r.created_at.rem_euclid(HOUR_MICROS),
+        let or = |v: &'a Option<String>, d: &'static str| v.as_deref().unwrap_or(d);
+        let hour = r.created_at - r.created_at.rem_euclid(HOUR_MICROS);
+        // In the order of `DIMENSIONS`.
+        let values = [
             or(&r.model_used, "none"),
             or(&r.provider, "none"),
             or(&r.api_key_id, "none"),
             or(&r.cache_status, "none"),
             or(&r.route_tier, "unclassified"),
-        );
+        ];
         let (cost_micros, cost_rest) = split(i128::from(r.cost_pico));
         let saved = i128::from(r.cache_saved_pico)
             + i128::from(r.route_saving_pico.filter(|s| *s > 0).unwrap_or(0));
         let (saved_micros, saved_rest) = split(saved);
-        let c = out.entry(key).or_insert_with(|| Counters {
-            requests: 0,
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            cost_micros: 0,
-            cost_rest: 0,
-            saved_micros: 0,
-            saved_rest: 0,
-            cache_hits: 0,
-            latency_max: i64::MIN,
-            histogram: [0; BUCKETS],
-        });
-        c.requests += 1;
-        c.prompt_tokens = c.prompt_tokens.saturating_add(r.prompt_tokens);
-        c.completion_tokens = c.completion_tokens.saturating_add(r.completion_tokens);
-        c.cost_micros = c.cost_micros.saturating_add(cost_micros);
-        c.cost_rest += cost_rest;
-        c.saved_micros = c.saved_micros.saturating_add(saved_micros);
-        c.saved_rest += saved_rest;
-        c.cache_hits += i64::from(is_cache_hit(r.cache_status.as_deref(), kind));
-        c.latency_max = c.latency_max.max(r.latency_ms);
-        c.histogram[latency_bucket(r.latency_ms)] += 1;
+        let hit = i64::from(is_cache_hit(r.cache_status.as_deref(), kind));
+        let bucket = latency_bucket(r.latency_ms);
+        for (dimension, value) in DIMENSIONS.into_iter().zip(values) {
+            let c = out
+                .entry((r.org_id.as_str(), dimension, hour, value))
+                .or_insert_with(|| Counters {
+                    requests: 0,
+                    prompt_tokens: 0,
+                    completion_tokens: 0,
+                    cost_micros: 0,
+                    cost_rest: 0,
+                    saved_micros: 0,
+                    saved_rest: 0,
+                    cache_hits: 0,
+                    latency_max: i64::MIN,
+                    histogram: [0; BUCKETS],
+                });
+            c.requests += 1;
+            c.prompt_tokens = c.prompt_tokens.saturating_add(r.prompt_tokens);
+            c.completion_tokens = c.completion_tokens.saturating_add(r.completion_tokens);
+            c.cost_micros = c.cost_micros.saturating_add(cost_micros);
+            c.cost_rest += cost_rest;
+            c.saved_micros = c.saved_micros.saturating_add(saved_micros);
+            c.saved_rest += saved_rest;
+            c.cache_hits += hit;
+            c.latency_max = c.latency_max.max(r.latency_ms);
+            c.histogram[bucket] += 1;
+        }
     }
     out.into_iter().collect()
 }
@@ -145,38 +175,42 @@ pub(crate) fn inserted<'a>(
     chunk.iter().filter(|r| ids.remove(r.id.as_str())).collect()
 }
 
-/// Upsert statements adding `rows` to `usage_rollups`: the SQL of each and its text binds, in
+/// Upsert statements adding `rows` to `usage_dimension_rollups`: the SQL of each and its text binds, in
 /// order. Integers are written into the SQL (they are numbers the store computed, never
 /// text); the texts are bound.
-pub(crate) fn upserts(rows: &[(Key, Counters)], kind: BackendKind) -> Vec<(String, Vec<String>)> {
+pub(crate) fn upserts(
+    rows: &[(Key<'_>, Counters)],
+    kind: BackendKind,
+) -> Vec<(String, Vec<String>)> {
     use std::fmt::Write;
     let mut out = Vec::new();
     for part in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut sql = String::with_capacity(200 + part.len() * 400);
+        let mut sql = String::with_capacity(200 + part.len() * 300);
         sql.push_str(
-            "INSERT INTO usage_rollups (org_id, hour_start, model, provider, api_key_id, \
-             cache_status, route_tier, requests, prompt_tokens, completion_tokens, cost_micros, \
-             cost_rest, saved_micros, saved_rest, cache_hits, latency_max",
+            "INSERT INTO usage_dimension_rollups (org_id, dimension, hour_start, value, \
+             requests, prompt_tokens, completion_tokens, cost_micros, cost_rest, saved_micros, \
+             saved_rest, cache_hits, latency_max",
         );
         for b in 0..BUCKETS {
             let _ = write!(sql, ", b{b:02}");
         }
         sql.push_str(") VALUES ");
-        let mut binds = Vec::with_capacity(part.len() * 6);
-        for (i, ((org, hour, model, provider, key, status, tier), c)) in part.iter().enumerate() {
+        let mut binds = Vec::with_capacity(part.len() * 2);
+        for (i, ((org, dimension, hour, value), c)) in part.iter().enumerate() {
             if i > 0 {
                 sql.push_str(", ");
             }
-            let mut param = |text: &String| {
-                binds.push(text.clone());
+            let mut param = |text: &str| {
+                binds.push(text.to_owned());
                 match kind {
                     BackendKind::Postgres => format!("${}", binds.len()),
                     BackendKind::Sqlite => "?".to_owned(),
                 }
             };
             let org = param(org);
-            let texts = [model, provider, key, status, tier].map(&mut param);
-            let _ = write!(sql, "({org}, {hour}, {}", texts.join(", "));
+            let value = param(value);
+            // The dimension is one of `DIMENSIONS`, a fixed name.
+            let _ = write!(sql, "({org}, '{dimension}', {hour}, {value}");
             let _ = write!(
                 sql,
                 ", {}, {}, {}, {}, {}, {}, {}, {}, {}",
@@ -195,10 +229,7 @@ pub(crate) fn upserts(rows: &[(Key, Counters)], kind: BackendKind) -> Vec<(Strin
             }
             sql.push(')');
         }
-        sql.push_str(
-            " ON CONFLICT (org_id, hour_start, model, provider, api_key_id, cache_status, \
-             route_tier) DO UPDATE SET ",
-        );
+        sql.push_str(" ON CONFLICT (org_id, dimension, hour_start, value) DO UPDATE SET ");
         let mut sums = vec![
             "requests",
             "prompt_tokens",
@@ -214,11 +245,14 @@ pub(crate) fn upserts(rows: &[(Key, Counters)], kind: BackendKind) -> Vec<(Strin
         .collect::<Vec<_>>();
         sums.extend((0..BUCKETS).map(|b| format!("b{b:02}")));
         for col in &sums {
-            let _ = write!(sql, "{col} = usage_rollups.{col} + excluded.{col}, ");
+            let _ = write!(
+                sql,
+                "{col} = usage_dimension_rollups.{col} + excluded.{col}, "
+            );
         }
         sql.push_str(
-            "latency_max = CASE WHEN excluded.latency_max > usage_rollups.latency_max \
-             THEN excluded.latency_max ELSE usage_rollups.latency_max END",
+            "latency_max = CASE WHEN excluded.latency_max > usage_dimension_rollups.latency_max \
+             THEN excluded.latency_max ELSE usage_dimension_rollups.latency_max END",
         );
         out.push((sql, binds));
     }
@@ -247,8 +281,10 @@ mod tests {
         // The backfill's bucket conditions are written out in the migration: check them
         // against the bounds, so neither can change alone.
         for sql in [
-            include_str!("../migrations/postgres/2026-11-26-000004_usage_rollups/up.sql"),
-            include_str!("../migrations/sqlite/2026-11-26-000004_usage_rollups/up.sql"),
+            rollup_migration!("postgres", "up.sql"),
+            rollup_migration!("sqlite", "up.sql"),
+            rollup_migration!("postgres", "down.sql"),
+            rollup_migration!("sqlite", "down.sql"),
         ] {
             let mut prev: Option<i64> = None;
             for b in LATENCY_BOUNDS_MS {
@@ -264,6 +300,72 @@ mod tests {
             assert!(sql.contains(&format!("b{:02} BIGINT NOT NULL", BUCKETS - 1)));
             assert!(!sql.contains(&format!("b{BUCKETS:02} ")));
         }
+    }
+
+    #[test]
+    fn dimensions_are_the_breakdowns_group_names() {
+        use crate::analytics::GroupBy;
+        let names: Vec<&str> = GroupBy::ALL
+            .into_iter()
+            .filter(|g| !matches!(g, GroupBy::Day | GroupBy::Hour))
+            .map(GroupBy::as_str)
+            .collect();
+        assert_eq!(names, DIMENSIONS);
+        assert!(DIMENSIONS.contains(&TIME_DIMENSION));
+        // The backfill rolls every record up by each dimension, under the same names.
+        for kind in [BackendKind::Postgres, BackendKind::Sqlite] {
+            let sql = backfill_sql(kind);
+            for d in DIMENSIONS {
+                assert!(
+                    sql.contains(&format!("WHEN '{d}' THEN")),
+                    "backfill misses {d}"
+                );
+                assert!(
+                    sql.contains(&format!("SELECT '{d}'")),
+                    "backfill misses {d}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn each_record_adds_to_one_row_per_dimension() {
+        let mut a = UsageRecord {
+            org_id: "o".into(),
+            created_at: 3 * HOUR_MICROS + 5,
+            model_used: Some("m".into()),
+            cache_status: Some("hit-memory".into()),
+            latency_ms: 11,
+            cost_pico: 2_500_001,
+            ..UsageRecord::default()
+        };
+        let mut b = a.clone();
+        b.model_used = None;
+        b.latency_ms = 3;
+        a.route_tier = Some("simple".into());
+        let rows = aggregate([&a, &b], BackendKind::Postgres);
+        let keys: Vec<_> = rows.iter().map(|(k, _)| *k).collect();
+        let h = 3 * HOUR_MICROS;
+        assert_eq!(
+            keys,
+            [
+                ("o", "cache_status", h, "hit-memory"),
+                ("o", "key", h, "none"),
+                ("o", "model", h, "m"),
+                ("o", "model", h, "none"),
+                ("o", "provider", h, "none"),
+                ("o", "tier", h, "simple"),
+                ("o", "tier", h, "unclassified"),
+            ]
+        );
+        let both = &rows[0].1;
+        assert_eq!(
+            (both.requests, both.cache_hits, both.latency_max),
+            (2, 2, 11)
+        );
+        assert_eq!((both.cost_micros, both.cost_rest), (4, 1_000_002));
+        assert_eq!((both.histogram[2], both.histogram[8]), (1, 1));
+        assert_eq!(rows[2].1.requests, 1);
     }
 
     #[test]

@@ -129,6 +129,7 @@ conformance!(
     rollups_count_a_replayed_batch_once,
     rollup_breakdowns_equal_the_records_for_every_group_by_and_window,
     rollup_backfill_reproduces_the_incremental_rollups,
+    rollup_migration_upgrades_and_downgrades_with_records_in_place,
 );
 
 async fn orgs_are_created_listed_and_deleted(db: &TestDb) {
@@ -956,8 +957,13 @@ async fn rollup_backfill_reproduces_the_incremental_rollups(db: &TestDb) {
             incremental.push(s.usage_breakdown("org_x", from, to, g).await.unwrap());
         }
     }
+    let rows_before = with_migration_conn(db, |conn| conn.texts(&rollup_rows_sql())).await;
     // The migration's backfill, over the same records.
     s.rebuild_usage_rollups().await.unwrap();
+    // Row for row the same table: the backfill and the upserts agree on every key and counter.
+    let rows_after = with_migration_conn(db, |conn| conn.texts(&rollup_rows_sql())).await;
+    assert!(rows_before.len() > 100, "{} rollup rows", rows_before.len());
+    assert_eq!(rows_before, rows_after);
     let mut rebuilt = Vec::new();
     for &(from, to) in &windows {
         for g in GroupBy::ALL {
@@ -966,4 +972,191 @@ async fn rollup_backfill_reproduces_the_incremental_rollups(db: &TestDb) {
     }
     assert_eq!(incremental, rebuilt);
     assert_breakdowns_match_records(s, &windows).await;
+}
+
+/// Runs `f` on a synchronous migration connection to the test's database.
+async fn with_migration_conn<T: Send + 'static>(
+    db: &TestDb,
+    f: impl FnOnce(&mut dyn MigrationConn) -> T + Send + 'static,
+) -> T {
+    use diesel::Connection;
+    let pg_url = db.pg.as_ref().map(|pg| pg.url.clone());
+    let sqlite = db.dir.join("test.db");
+    tokio::task::spawn_blocking(move || match pg_url {
+        Some(url) => {
+            let mut conn = diesel_async::async_connection_wrapper::AsyncConnectionWrapper::<
+                diesel_async::AsyncPgConnection,
+            >::establish(&url)
+            .unwrap();
+            f(&mut conn)
+        }
+        None => {
+            let mut conn = diesel::SqliteConnection::establish(sqlite.to_str().unwrap()).unwrap();
+            f(&mut conn)
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// What the upgrade test does with a raw connection, on either backend.
+trait MigrationConn {
+    /// Reverts the last migration that ran.
+    fn revert_last(&mut self) -> String;
+    /// One integer a query selects (as `n`).
+    fn integer(&mut self, sql: &str) -> i64;
+    /// The texts a query selects (as `t`).
+    fn texts(&mut self, sql: &str) -> Vec<String>;
+}
+
+#[derive(diesel::QueryableByName)]
+struct Text {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    t: String,
+}
+
+/// Every rollup row, all its columns in one text, in key order.
+fn rollup_rows_sql() -> String {
+    let mut cols = vec![
+        "org_id".to_owned(),
+        "dimension".to_owned(),
+        "CAST(hour_start AS TEXT)".to_owned(),
+        "value".to_owned(),
+    ];
+    for c in [
+        "requests",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost_micros",
+        "cost_rest",
+        "saved_micros",
+        "saved_rest",
+        "cache_hits",
+        "latency_max",
+    ] {
+        cols.push(format!("CAST({c} AS TEXT)"));
+    }
+    cols.extend((0..57).map(|b| format!("CAST(b{b:02} AS TEXT)")));
+    format!(
+        "SELECT {} AS t FROM usage_dimension_rollups \
+         ORDER BY org_id, dimension, hour_start, value",
+        cols.join(" || '|' || ")
+    )
+}
+
+#[derive(diesel::QueryableByName)]
+struct Integer {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+const PG_MIGRATIONS: diesel_migrations::EmbeddedMigrations =
+    diesel_migrations::embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: diesel_migrations::EmbeddedMigrations =
+    diesel_migrations::embed_migrations!("migrations/sqlite");
+
+impl MigrationConn
+    for diesel_async::async_connection_wrapper::AsyncConnectionWrapper<
+        diesel_async::AsyncPgConnection,
+    >
+{
+    fn revert_last(&mut self) -> String {
+        use diesel_migrations::MigrationHarness;
+        self.revert_last_migration(PG_MIGRATIONS)
+            .unwrap()
+            .to_string()
+    }
+    fn integer(&mut self, sql: &str) -> i64 {
+        use diesel::RunQueryDsl;
+        diesel::sql_query(sql)
+            .get_result::<Integer>(self)
+            .unwrap()
+            .n
+    }
+    fn texts(&mut self, sql: &str) -> Vec<String> {
+        use diesel::RunQueryDsl;
+        let rows = diesel::sql_query(sql).load::<Text>(self).unwrap();
+        rows.into_iter().map(|r| r.t).collect()
+    }
+}
+
+impl MigrationConn for diesel::SqliteConnection {
+    fn revert_last(&mut self) -> String {
+        use diesel_migrations::MigrationHarness;
+        self.revert_last_migration(SQLITE_MIGRATIONS)
+            .unwrap()
+            .to_string()
+    }
+    fn integer(&mut self, sql: &str) -> i64 {
+        use diesel::RunQueryDsl;
+        diesel::sql_query(sql)
+            .get_result::<Integer>(self)
+            .unwrap()
+            .n
+    }
+    fn texts(&mut self, sql: &str) -> Vec<String> {
+        use diesel::RunQueryDsl;
+        let rows = diesel::sql_query(sql).load::<Text>(self).unwrap();
+        rows.into_iter().map(|r| r.t).collect()
+    }
+}
+
+/// Breakdowns of every org, window and group_by.
+async fn all_breakdowns(s: &Store) -> Vec<Vec<BreakdownGroup>> {
+    let mut out = Vec::new();
+    for org in ["org_x", "org_y", "org_none"] {
+        for (from, to) in test_windows() {
+            for g in GroupBy::ALL {
+                out.push(s.usage_breakdown(org, from, to, g).await.unwrap());
+            }
+        }
+    }
+    out
+}
+
+async fn rollup_migration_upgrades_and_downgrades_with_records_in_place(db: &TestDb) {
+    let s = &db.store;
+    let ledger = varied_ledger("u");
+    let (first, rest) = ledger.split_at(400);
+    for batch in first.chunks(170) {
+        s.insert_usage(batch).await.unwrap();
+    }
+    let incremental = all_breakdowns(s).await;
+    let incremental_rows = with_migration_conn(db, |conn| conn.texts(&rollup_rows_sql())).await;
+    // Down to the rollups per dimension combination: its backfill counts every record once.
+    let (reverted, old_requests, old_rows) = with_migration_conn(db, |conn| {
+        let v = conn.revert_last();
+        let requests = conn
+            .integer("SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) AS n FROM usage_rollups");
+        let rows = conn.integer("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM usage_rollups");
+        (v, requests, rows)
+    })
+    .await;
+    assert!(reverted.contains("000005"), "reverted {reverted}");
+    assert_eq!(old_requests, 400);
+    assert!(old_rows > 0);
+    // And up again, as a database upgraded with records in place: the migration's backfill
+    // gives the same breakdowns as the incremental upserts did.
+    s.migrate().await.unwrap();
+    let (per_dimension, left) = with_migration_conn(db, |conn| {
+        let per_dimension = conn.integer(
+            "SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) AS n \
+             FROM usage_dimension_rollups",
+        );
+        let left = conn.integer(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM (SELECT DISTINCT dimension \
+             FROM usage_dimension_rollups) AS d",
+        );
+        (per_dimension, left)
+    })
+    .await;
+    assert_eq!((per_dimension, left), (5 * 400, 5));
+    assert_eq!(all_breakdowns(s).await, incremental);
+    let backfilled_rows = with_migration_conn(db, |conn| conn.texts(&rollup_rows_sql())).await;
+    assert_eq!(backfilled_rows, incremental_rows);
+    // Records written after the upgrade add to the backfilled rows.
+    for batch in rest.chunks(170) {
+        s.insert_usage(batch).await.unwrap();
+    }
+    assert_breakdowns_match_records(s, &test_windows()).await;
 }
