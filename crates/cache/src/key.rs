@@ -73,17 +73,10 @@ impl fmt::Debug for CacheKey {
     }
 }
 
-/// The bytes the key hashes: the request as JSON without the ignored fields, keys sorted.
-/// The SHA-256 of a request's canonical form, without an organization: the same requests as
-/// [`CacheKey::for_request`] considers equal share it. The ledger keeps it to find repeats.
-pub fn request_fingerprint(request: &ChatRequest) -> Result<[u8; 32]> {
-    Ok(CanonicalRequest::of(request)?.fingerprint())
-}
-
-/// The canonical form of a request, computed once for both of its uses: the organization's
+/// The canonical form of a request, the bytes a cache key hashes: the request as JSON without
+/// the ignored fields, keys sorted. Computed once for both of its uses: the organization's
 /// cache key ([`CanonicalRequest::key`], equal to [`CacheKey::for_request`]) and the
-/// organization-free fingerprint ([`CanonicalRequest::fingerprint`], equal to
-/// [`request_fingerprint`]).
+/// organization-free fingerprint ([`CanonicalRequest::fingerprint`]).
 #[derive(Clone, PartialEq, Eq)]
 pub struct CanonicalRequest(Vec<u8>);
 
@@ -106,7 +99,8 @@ impl CanonicalRequest {
         }
     }
 
-    /// SHA-256 of the canonical form, without the organization.
+    /// SHA-256 of the canonical form, without an organization: the same requests as
+    /// [`CacheKey::for_request`] considers equal share it. The ledger keeps it to find repeats.
     pub fn fingerprint(&self) -> [u8; 32] {
         Sha256::digest(&self.0).into()
     }

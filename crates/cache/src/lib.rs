@@ -72,7 +72,7 @@ pub use backend::{BackendKind, BackendStats, Cache, CacheStatus, Hit};
 pub use coalesce::{Coalesced, Coalescer};
 pub use entry::{CachedResponse, Entry};
 pub use error::{BoxError, Error, Result};
-pub use key::{CacheKey, CanonicalRequest, request_fingerprint};
+pub use key::{CacheKey, CanonicalRequest};
 pub use memory::MemoryCache;
 pub use policy::{CachePolicy, Directives, InvalidDirective, TTL_HEADER, Uncacheable};
 pub use postgres::{PostgresCache, PostgresConfig};
