@@ -1055,51 +1055,37 @@ const PG_MIGRATIONS: diesel_migrations::EmbeddedMigrations =
 const SQLITE_MIGRATIONS: diesel_migrations::EmbeddedMigrations =
     diesel_migrations::embed_migrations!("migrations/sqlite");
 
-impl MigrationConn
-    for diesel_async::async_connection_wrapper::AsyncConnectionWrapper<
-        diesel_async::AsyncPgConnection,
-    >
-{
-    fn revert_last(&mut self) -> String {
-        use diesel_migrations::MigrationHarness;
-        self.revert_last_migration(PG_MIGRATIONS)
-            .unwrap()
-            .to_string()
-    }
-    fn integer(&mut self, sql: &str) -> i64 {
-        use diesel::RunQueryDsl;
-        diesel::sql_query(sql)
-            .get_result::<Integer>(self)
-            .unwrap()
-            .n
-    }
-    fn texts(&mut self, sql: &str) -> Vec<String> {
-        use diesel::RunQueryDsl;
-        let rows = diesel::sql_query(sql).load::<Text>(self).unwrap();
-        rows.into_iter().map(|r| r.t).collect()
-    }
+/// The same three operations on either backend's synchronous connection, with its migrations.
+macro_rules! migration_conn {
+    ($conn:ty, $migrations:expr) => {
+        impl MigrationConn for $conn {
+            fn revert_last(&mut self) -> String {
+                use diesel_migrations::MigrationHarness;
+                self.revert_last_migration($migrations).unwrap().to_string()
+            }
+            fn integer(&mut self, sql: &str) -> i64 {
+                use diesel::RunQueryDsl;
+                diesel::sql_query(sql)
+                    .get_result::<Integer>(self)
+                    .unwrap()
+                    .n
+            }
+            fn texts(&mut self, sql: &str) -> Vec<String> {
+                use diesel::RunQueryDsl;
+                let rows = diesel::sql_query(sql).load::<Text>(self).unwrap();
+                rows.into_iter().map(|r| r.t).collect()
+            }
+        }
+    };
 }
 
-impl MigrationConn for diesel::SqliteConnection {
-    fn revert_last(&mut self) -> String {
-        use diesel_migrations::MigrationHarness;
-        self.revert_last_migration(SQLITE_MIGRATIONS)
-            .unwrap()
-            .to_string()
-    }
-    fn integer(&mut self, sql: &str) -> i64 {
-        use diesel::RunQueryDsl;
-        diesel::sql_query(sql)
-            .get_result::<Integer>(self)
-            .unwrap()
-            .n
-    }
-    fn texts(&mut self, sql: &str) -> Vec<String> {
-        use diesel::RunQueryDsl;
-        let rows = diesel::sql_query(sql).load::<Text>(self).unwrap();
-        rows.into_iter().map(|r| r.t).collect()
-    }
-}
+migration_conn!(
+    diesel_async::async_connection_wrapper::AsyncConnectionWrapper<
+        diesel_async::AsyncPgConnection,
+    >,
+    PG_MIGRATIONS
+);
+migration_conn!(diesel::SqliteConnection, SQLITE_MIGRATIONS);
 
 /// Breakdowns of every org, window and group_by.
 async fn all_breakdowns(s: &Store) -> Vec<Vec<BreakdownGroup>> {
