@@ -35,6 +35,11 @@ const MODELS: [(&str, u32); 6] = [
     ("gemini-2.5-flash", 10),
 ];
 
+/// The allocator the `cognitude` binary ships with, so the analysis is measured as it runs in
+/// `GET /analytics/recommendations` and `cognitude analyze`.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[expect(clippy::print_stdout, reason = "a bench prints its results")]
 fn report(line: &str) {
     println!("{line}");
@@ -237,10 +242,11 @@ async fn recommend_child(url: &str, org: &str) -> Result<()> {
     ));
     // The same pages read again without the analysis: how much of the time is the scan.
     let t = Instant::now();
-    let mut scan = store.usage_scan(org, to - 30 * DAY, to, 5_000);
+    let (mut pages, _reader) =
+        cognitude_server::analytics::scan(&store, org, to - 30 * DAY, to).await?;
     let mut rows = 0usize;
-    while let Some(page) = scan.next_page().await? {
-        rows += page.len();
+    while let Some(page) = pages.recv().await {
+        rows += page?.len();
     }
     let scan_wall = t.elapsed();
     report(&format!(

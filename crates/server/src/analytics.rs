@@ -5,7 +5,8 @@
 //!   last 30 days), `group_by` one of `model` (default), `provider`, `day`, `hour`, `key`,
 //!   `cache_status`, `tier`; aggregated in SQL by the store.
 //! - `GET /analytics/recommendations?window=30d` — the org's records in the window streamed
-//!   through [`cognitude_analyzer::Analyzer`], oldest first, one page at a time; the
+//!   through [`cognitude_analyzer::Analyzer`], oldest first, one page at a time (read by
+//!   [`scan`]); the
 //!   [`Report`] as JSON.
 //! - `GET /analytics/savings?window=30d` — realised savings (cache, routing) and the potential
 //!   monthly saving of the open recommendations.
@@ -31,8 +32,15 @@ use crate::state::AppState;
 pub const MAX_WINDOW_SECS: i64 = 366 * 86_400;
 /// The window when none is given: 30 days.
 pub const DEFAULT_WINDOW_SECS: i64 = 30 * 86_400;
-/// Records read from the database at a time. Two pages are in flight while one is analysed.
+/// Records read from the database at a time.
 const PAGE: i64 = 5_000;
+/// About how many records one slice of a scan holds (see [`scan`]).
+const SLICE_RECORDS: i64 = 25_000;
+/// Slices read at once, each by its own task on its own connection.
+const READERS: usize = 2;
+/// Pages a slice's reader may read ahead of the analysis: the whole of a typical slice, so the
+/// next slice is ready when the analysis reaches it.
+const AHEAD_PAGES: usize = 8;
 
 /// Parses a window such as `30d`, `7d` or `24h`: a whole number of days or hours, at least an
 /// hour and at most [`MAX_WINDOW_SECS`]. Returns seconds.
@@ -81,7 +89,7 @@ pub async fn recommendations(
 
 /// Streams an organization's records in `[from, to)` (Unix microseconds) through the analyzer,
 /// oldest first, and returns its report. Savings are scaled from the window, not from the span
-/// of the records. Memory stays bounded: pages of [`PAGE`] records, the analyzer's own caps.
+/// of the records. Memory stays bounded: the pages [`scan`] reads ahead, the analyzer's own caps.
 /// `policy` is the organization's routing policy: its thresholds, quality bars and allowed
 /// models decide tiers and the cost-mode alternatives.
 pub async fn analyze(
@@ -92,22 +100,7 @@ pub async fn analyze(
     from: i64,
     to: i64,
 ) -> Result<Report, cognitude_store::Error> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<LedgerRow>, _>>(2);
-    let mut scan = store.usage_scan(org_id, from, to, PAGE);
-    // The next pages are read while this one is analysed.
-    let reader = tokio::spawn(async move {
-        loop {
-            let page = match scan.next_page().await {
-                Ok(Some(page)) => Ok(page),
-                Ok(None) => break,
-                Err(e) => Err(e),
-            };
-            let failed = page.is_err();
-            if tx.send(page).await.is_err() || failed {
-                break;
-            }
-        }
-    });
+    let (mut rx, reader) = scan(store, org_id, from, to).await?;
     let catalog = catalog.clone();
     let policy = policy.clone();
     let org = org_id.to_owned();
@@ -126,6 +119,123 @@ pub async fn analyze(
     .map_err(|e| cognitude_store::Error::Query(format!("analysis failed: {e}")))?;
     reader.abort();
     report
+}
+
+/// Pages of records read by [`scan`], oldest first; an error ends them.
+pub type Pages = tokio::sync::mpsc::Receiver<Result<Vec<LedgerRow>, cognitude_store::Error>>;
+
+/// Reads an organization's records in `[from, to)`, oldest first, into the returned channel,
+/// from a task that is returned too (abort it to stop early).
+///
+/// The window is cut into slices of about [`SLICE_RECORDS`] records at hour boundaries, sized
+/// from the hourly counts of the usage rollups (one cheap query). [`READERS`] slices are read at
+/// once, each by a task of its own paging through it on its own connection, up to
+/// [`AHEAD_PAGES`] pages ahead; the pages are handed on slice by slice, so the order is that of
+/// one scan. The database encodes one slice while this side decodes another, so the scan uses
+/// two cores where a single keyset scan alternated between them. Memory stays bounded by the
+/// pages read ahead, whatever the window holds.
+pub async fn scan(
+    store: &Store,
+    org_id: &str,
+    from: i64,
+    to: i64,
+) -> Result<(Pages, tokio::task::JoinHandle<()>), cognitude_store::Error> {
+    scan_in_slices(store, org_id, from, to, SLICE_RECORDS).await
+}
+
+/// [`scan`] with slices of about `slice_records` records instead of [`SLICE_RECORDS`].
+pub async fn scan_in_slices(
+    store: &Store,
+    org_id: &str,
+    from: i64,
+    to: i64,
+    slice_records: i64,
+) -> Result<(Pages, tokio::task::JoinHandle<()>), cognitude_store::Error> {
+    let hours = store
+        .usage_breakdown(org_id, from, to, GroupBy::Hour)
+        .await?;
+    let slices = slices(
+        from,
+        to,
+        hours
+            .iter()
+            .filter_map(|g| Some((g.start?.saturating_mul(1_000_000), g.requests))),
+        slice_records,
+    );
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let store = store.clone();
+    let org = org_id.to_owned();
+    let feeder = tokio::spawn(async move {
+        let read = |(a, b): (i64, i64)| {
+            let (stx, srx) = tokio::sync::mpsc::channel(AHEAD_PAGES);
+            let mut scan = store.usage_scan(&org, a, b, PAGE);
+            let task = tokio::spawn(async move {
+                loop {
+                    let page = match scan.next_page().await {
+                        Ok(Some(page)) => Ok(page),
+                        Ok(None) => break,
+                        Err(e) => Err(e),
+                    };
+                    let failed = page.is_err();
+                    if stx.send(page).await.is_err() || failed {
+                        break;
+                    }
+                }
+            });
+            (srx, AbortOnDrop(task))
+        };
+        let mut slices = slices.into_iter();
+        let mut reading: std::collections::VecDeque<_> =
+            slices.by_ref().take(READERS).map(read).collect();
+        while let Some((mut pages, _task)) = reading.pop_front() {
+            while let Some(page) = pages.recv().await {
+                let failed = page.is_err();
+                if tx.send(page).await.is_err() || failed {
+                    return;
+                }
+            }
+            reading.extend(slices.next().map(read));
+        }
+    });
+    Ok((rx, feeder))
+}
+
+/// Aborts a slice reader when its slice is done with or the scan is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Cuts `[from, to)` into consecutive ranges holding about `target` records each, given the
+/// records per hour (`(hour start in microseconds, records)`, in time order); each cut is at the
+/// end of an hour. The ranges cover the window exactly, whatever the counts say: they only
+/// decide where the cuts fall.
+fn slices(
+    from: i64,
+    to: i64,
+    hours: impl IntoIterator<Item = (i64, i64)>,
+    target: i64,
+) -> Vec<(i64, i64)> {
+    const HOUR: i64 = 3_600_000_000;
+    let mut out = Vec::new();
+    let mut start = from;
+    let mut held = 0i64;
+    for (hour, records) in hours {
+        held = held.saturating_add(records);
+        let end = hour.saturating_add(HOUR);
+        if held >= target && end > start && end < to {
+            out.push((start, end));
+            start = end;
+            held = 0;
+        }
+    }
+    if start < to || out.is_empty() {
+        out.push((start, to));
+    }
+    out
 }
 
 /// A store row of `org_id`'s as the analyzer reads it, borrowed.
@@ -424,6 +534,38 @@ mod tests {
         ] {
             assert!(parse_window(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn slices_cover_the_window_and_cut_at_hour_ends() {
+        const H: i64 = 3_600_000_000;
+        let from = 10 * H + 17;
+        let to = 20 * H + 5;
+        // Hours 10..=20 with 3, 0, 9, 1, 1, 1, 7, 0, 0, 2, 4 records.
+        let counts = [3, 0, 9, 1, 1, 1, 7, 0, 0, 2, 4];
+        let hours = || (10..=20).zip(counts).map(|(h, n)| (h * H, n));
+        let cut = slices(from, to, hours(), 4);
+        assert_eq!(
+            cut,
+            // The last hour reaches the target but ends after the window: no cut.
+            vec![(from, 13 * H), (13 * H, 17 * H), (17 * H, to)]
+        );
+        // Consecutive, non-empty, and exactly the window.
+        for s in [
+            cut,
+            slices(from, to, hours(), 1),
+            slices(from, to, hours(), 1_000),
+        ] {
+            assert_eq!(s.first().map(|s| s.0), Some(from));
+            assert_eq!(s.last().map(|s| s.1), Some(to));
+            assert!(s.windows(2).all(|w| w[0].1 == w[1].0));
+            assert!(s.iter().all(|(a, b)| a < b), "{s:?}");
+        }
+        // No counts (no rollups yet), an empty window, counts outside the window: one slice.
+        assert_eq!(slices(from, to, [], 4), vec![(from, to)]);
+        assert_eq!(slices(from, from, hours(), 4), vec![(from, from)]);
+        assert_eq!(slices(from, to, [(30 * H, 100)], 4), vec![(from, to)]);
+        assert_eq!(slices(from, to, [(9 * H, 100)], 4), vec![(from, to)]);
     }
 
     #[test]
