@@ -10,9 +10,7 @@
 //! more, every word starting with its first eight (so `integral` is not `integrate`).
 //! Characters are compared after folding ASCII and Cyrillic capitals. Chinese and Japanese have
 //! no spaces, so any two adjacent ideographs or kana are looked up as a pair. Lookup is a hash
-//! probe into a table built at compile time: no allocation, a few nanoseconds per word. A stem
-//! of ASCII characters is keyed by its packed bytes (one multiplication), any other by an FNV
-//! hash; a bit filter over the keys turns most words away before the probe.
+//! probe into a table built at compile time: no allocation, a few nanoseconds per word.
 
 /// What a cue word says about the task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -587,34 +585,22 @@ pub(crate) fn lookup(hash: u64) -> Option<Cue> {
     None
 }
 
-/// Incremental stem key, fed one character at a time: the first eight characters (folded)
-/// packed one byte each while they are ASCII, and an FNV-1a hash of them for stems with other
-/// characters.
-///
-/// A stem of ASCII characters is keyed by its packed bytes times one odd constant (exact and
-/// one multiplication away, so the scanner's fast path keys a word from its first eight bytes
-/// at once); any other stem by its hash.
+/// Incremental stem hash, fed one character at a time (FNV-1a over the folded characters).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StemHash {
     hash: u64,
     short: u64,
-    packed: u64,
-    /// Leading characters that are ASCII (up to [`LONG_STEM`]).
-    ascii: u32,
     chars: u32,
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-const PACKED_MUL: u64 = 0x9e37_79b9_7f4a_7c15;
 
 impl StemHash {
     pub(crate) const fn new() -> StemHash {
         StemHash {
             hash: FNV_OFFSET,
             short: FNV_OFFSET,
-            packed: 0,
-            ascii: 0,
             chars: 0,
         }
     }
@@ -623,10 +609,6 @@ impl StemHash {
     #[inline]
     pub(crate) const fn push(&mut self, c: u32) {
         if self.chars < LONG_STEM {
-            if self.ascii == self.chars && c < 0x80 {
-                self.packed |= (c as u64) << (8 * self.chars);
-                self.ascii += 1;
-            }
             self.hash = (self.hash ^ c as u64).wrapping_mul(FNV_PRIME);
             self.chars += 1;
             if self.chars == SHORT_STEM {
@@ -641,53 +623,43 @@ impl StemHash {
     pub(crate) fn push_ascii_letters(&mut self, letters: &[u8]) {
         let room = LONG_STEM.saturating_sub(self.chars) as usize;
         for &b in letters.iter().take(room) {
-            self.push(u32::from(b | 0x20));
-        }
-    }
-
-    /// The key of the stem's first `len` characters (`len` is 6 or the number pushed, at most
-    /// eight).
-    #[inline]
-    const fn key(&self, len: u32) -> u64 {
-        if self.ascii >= len {
-            packed_key(self.packed & (u64::MAX >> (64 - 8 * len)))
-        } else if len == SHORT_STEM {
-            mix(self.short, SHORT_STEM)
-        } else {
-            mix(self.hash, len)
+            self.hash = (self.hash ^ u64::from(b | 0x20)).wrapping_mul(FNV_PRIME);
+            self.chars += 1;
+            if self.chars == SHORT_STEM {
+                self.short = self.hash;
+            }
         }
     }
 
     /// The keys to look up for a word of `word_chars` characters: the word itself (up to seven
-    /// characters) or its long stem, and its short stem. A word counts characters the stem
-    /// leaves out (the apostrophe of `don't`): then the whole word is no listed word, but its
-    /// short stem may be a listed stem.
+    /// characters) or its long stem, and its short stem.
     #[inline]
     pub(crate) const fn keys(&self, word_chars: u32) -> [Option<u64>; 2] {
-        let len = if word_chars < LONG_STEM {
-            word_chars
+        if word_chars < SHORT_STEM {
+            [Some(mix(self.hash, word_chars)), None]
+        } else if word_chars == SHORT_STEM {
+            [Some(mix(self.short, SHORT_STEM)), None]
+        } else if word_chars < LONG_STEM {
+            [
+                Some(mix(self.hash, word_chars)),
+                Some(mix(self.short, SHORT_STEM)),
+            ]
         } else {
-            LONG_STEM
-        };
-        let whole = if self.chars == len {
-            Some(self.key(len))
-        } else {
-            None
-        };
-        let short = if word_chars > SHORT_STEM {
-            Some(self.key(SHORT_STEM))
-        } else {
-            None
-        };
-        [whole, short]
+            [
+                Some(mix(self.hash, LONG_STEM)),
+                Some(mix(self.short, SHORT_STEM)),
+            ]
+        }
     }
 
     /// The key of a listed stem (the hash holds all of its first eight characters).
     const fn entry_key(&self, chars: u32) -> u64 {
         if chars == SHORT_STEM {
-            self.key(SHORT_STEM)
+            mix(self.short, SHORT_STEM)
+        } else if chars > LONG_STEM {
+            mix(self.hash, LONG_STEM)
         } else {
-            self.key(self.chars)
+            mix(self.hash, chars)
         }
     }
 }
@@ -697,75 +669,11 @@ const fn mix(hash: u64, len: u32) -> u64 {
     if h == 0 { 1 } else { h }
 }
 
-/// The key of an ASCII stem's packed bytes: a bijection, and never zero (an empty slot) since
-/// every character is a non-zero byte.
-#[inline]
-const fn packed_key(packed: u64) -> u64 {
-    packed.wrapping_mul(PACKED_MUL)
-}
-
-/// The cue of a word of ASCII letters from its first eight bytes (`word8`, little endian;
-/// bytes past the word are ignored) and its length: what pushing its letters into a
-/// [`StemHash`] and [`cue_of`] give. Most words are no cue: a bit filter over the table's keys
-/// answers those without probing the table, so the usual path has no branch that depends on
-/// the word.
-#[inline]
-pub(crate) fn ascii_cue_of(word8: u64, word_chars: u32) -> Option<Cue> {
-    let len = word_chars.min(LONG_STEM);
-    let folded = word8 | 0x2020_2020_2020_2020;
-    let whole = packed_key(folded & (u64::MAX >> (64 - 8 * len)));
-    let short = packed_key(folded & 0xFFFF_FFFF_FFFF);
-    let long = word_chars > SHORT_STEM;
-    if !(in_filter(whole) | (long & in_filter(short))) {
-        return None;
-    }
-    lookup(whole).or_else(|| if long { lookup(short) } else { None })
-}
-
-/// The stem of a word of ASCII letters from its first eight bytes, as [`ascii_cue_of`] takes
-/// them: what pushing its letters one by one gives.
-#[inline]
-pub(crate) fn ascii_stem(word8: u64, word_chars: u32) -> StemHash {
-    let mut stem = StemHash::new();
-    stem.push_ascii_letters(&word8.to_le_bytes()[..word_chars.min(LONG_STEM) as usize]);
-    stem
-}
-
 /// The cue of a word, from its stem hash.
 #[inline]
 pub(crate) fn cue_of(stem: &StemHash, word_chars: u32) -> Option<Cue> {
     let [a, b] = stem.keys(word_chars);
     a.and_then(lookup).or_else(|| b.and_then(lookup))
-}
-
-const FILTER_BITS: u32 = 15;
-/// One bit per table key (bits 32 to 46 of the key): about 1.5% of other words pass.
-static FILTER: [u64; 1 << (FILTER_BITS - 6)] = build_filter();
-
-#[inline]
-fn filter_bit(key: u64) -> usize {
-    (key >> 32) as usize & ((1 << FILTER_BITS) - 1)
-}
-
-#[inline]
-fn in_filter(key: u64) -> bool {
-    let bit = filter_bit(key);
-    FILTER[bit / 64] >> (bit % 64) & 1 != 0
-}
-
-const fn build_filter() -> [u64; 1 << (FILTER_BITS - 6)] {
-    let table = build_table();
-    let mut filter = [0u64; 1 << (FILTER_BITS - 6)];
-    let mut i = 0;
-    while i < TABLE_SIZE {
-        let key = table[i].0;
-        if key != 0 {
-            let bit = (key >> 32) as usize & ((1 << FILTER_BITS) - 1);
-            filter[bit / 64] |= 1 << (bit % 64);
-        }
-        i += 1;
-    }
-    filter
 }
 
 /// Folds a character for stem matching: ASCII and Cyrillic capitals to lower case.

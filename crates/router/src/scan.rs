@@ -7,12 +7,6 @@
 //! script) are taken over every byte by a separate pass that the compiler vectorises, and that
 //! pass alone reads the rest. Every counter is on the stack: no allocation, no backtracking,
 //! linear time.
-//!
-//! The detailed scanner takes runs of ASCII letters and spaces (most of prose) a word at a
-//! time: per chunk of up to 1 KiB it computes one bit per byte for letters, spaces and lower
-//! case (eight bytes at a time, bitwise), and reads each word's start, end and case from those
-//! masks. Every other byte (digits, punctuation, line breaks, other scripts) goes through the
-//! byte-at-a-time state machine, which decides what a run of letters means in context.
 
 use crate::lexicon::{self, Cue, StemHash};
 use crate::request::Content;
@@ -504,137 +498,6 @@ fn is_letter(b: u8) -> bool {
     (b | 0x20).wrapping_sub(b'a') < 26
 }
 
-#[inline]
-fn is_vowel(b: u8) -> bool {
-    matches!(b | 0x20, b'a' | b'e' | b'i' | b'o' | b'u' | b'y')
-}
-
-/// The eight bytes from `at` as a little-endian integer, zeros past the end.
-#[inline]
-fn load8(bytes: &[u8], at: usize) -> u64 {
-    match bytes.get(at..at + 8) {
-        Some(b) => u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
-        None => {
-            let mut b = [0u8; 8];
-            for (slot, &x) in b.iter_mut().zip(bytes.get(at..).unwrap_or_default()) {
-                *slot = x;
-            }
-            u64::from_le_bytes(b)
-        }
-    }
-}
-
-/// The character whose UTF-8 encoding starts at `at`, and its width, if all its bytes are
-/// there; decoded as [`Scanner::utf8_byte`] does byte by byte.
-#[inline]
-fn decode(bytes: &[u8], at: usize) -> Option<(u32, usize)> {
-    let lead = bytes[at];
-    let (width, bits) = match lead {
-        0xC0..=0xDF => (2, u32::from(lead & 0x1F)),
-        0xE0..=0xEF => (3, u32::from(lead & 0x0F)),
-        0xF0..=0xF7 => (4, u32::from(lead & 0x07)),
-        _ => return None,
-    };
-    let rest = bytes.get(at + 1..at + width)?;
-    let mut c = bits;
-    for &b in rest {
-        if b & 0xC0 != 0x80 {
-            return None;
-        }
-        c = (c << 6) | u32::from(b & 0x3F);
-    }
-    Some((c, width))
-}
-
-/// Bytes per chunk of the detailed scanner's bit masks.
-const CHUNK: usize = 1024;
-const CHUNK_WORDS: usize = CHUNK / 64 + 2;
-
-/// One bit per byte of a chunk (bit `i % 64` of word `i / 64` for byte `i`): ASCII letters,
-/// spaces and lower-case letters. The words after the chunk's last byte are zero, so a run
-/// stops at the chunk's end.
-struct Masks {
-    letters: [u64; CHUNK_WORDS],
-    spaces: [u64; CHUNK_WORDS],
-    lowers: [u64; CHUNK_WORDS],
-}
-
-impl Masks {
-    fn new() -> Masks {
-        Masks {
-            letters: [0; CHUNK_WORDS],
-            spaces: [0; CHUNK_WORDS],
-            lowers: [0; CHUNK_WORDS],
-        }
-    }
-
-    /// Computes the masks of `chunk` (at most [`CHUNK`] bytes), eight bytes at a time.
-    fn fill(&mut self, chunk: &[u8]) {
-        let blocks = chunk.len().div_ceil(64);
-        for (k, block) in chunk.chunks(64).enumerate() {
-            let (mut letters, mut spaces, mut lowers) = (0u64, 0u64, 0u64);
-            for j in 0..block.len().div_ceil(8) {
-                let (l, s, lo) = classes8(load8(block, 8 * j));
-                letters |= l << (8 * j);
-                spaces |= s << (8 * j);
-                lowers |= lo << (8 * j);
-            }
-            self.letters[k] = letters;
-            self.spaces[k] = spaces;
-            self.lowers[k] = lowers;
-        }
-        for k in blocks..(blocks + 2).min(CHUNK_WORDS) {
-            self.letters[k] = 0;
-            self.spaces[k] = 0;
-            self.lowers[k] = 0;
-        }
-    }
-
-    /// The 64 bits of `mask` from byte `at` on (`at` at most the chunk's length).
-    #[inline]
-    fn window(mask: &[u64; CHUNK_WORDS], at: usize) -> u64 {
-        let (k, o) = (at / 64, at % 64);
-        (mask[k] >> o) | ((mask[k + 1] << 1) << (63 - o))
-    }
-
-    #[inline]
-    fn letters(&self, at: usize) -> u64 {
-        Masks::window(&self.letters, at)
-    }
-
-    #[inline]
-    fn spaces(&self, at: usize) -> u64 {
-        Masks::window(&self.spaces, at)
-    }
-
-    #[inline]
-    fn lowers(&self, at: usize) -> u64 {
-        Masks::window(&self.lowers, at)
-    }
-}
-
-/// The classes of eight bytes (a little-endian integer) as three 8-bit masks: ASCII letters,
-/// spaces, lower-case ASCII letters. Bitwise arithmetic on the whole word, no branch: each
-/// byte's test leaves its answer in the byte's top bit, and a multiplication gathers the eight
-/// top bits into one byte.
-#[inline]
-fn classes8(x: u64) -> (u64, u64, u64) {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let ascii = !x & HIGH;
-    // Upper case folded to lower, the top bit dropped: no byte carries into the next below.
-    let folded = (x | (0x20 * ONES)) & (0x7F * ONES);
-    let from_a = (folded + (0x80 - u64::from(b'a')) * ONES) & HIGH;
-    let past_z = (folded + (0x80 - u64::from(b'z') - 1) * ONES) & HIGH;
-    let letters = from_a & !past_z & ascii;
-    // Bit 5 set: lower case.
-    let lowers = letters & (x << 2);
-    let z = x ^ (u64::from(b' ') * ONES);
-    let spaces = !(((z & (0x7F * ONES)) + 0x7F * ONES) | z) & HIGH;
-    let gather = |m: u64| ((m >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56;
-    (gather(letters), gather(spaces), gather(lowers & HIGH))
-}
-
 /// What the previous token was, for telling an operator from a hyphen or a slash in prose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tok {
@@ -780,220 +643,45 @@ impl Scanner {
         // Every window starts after a break, as after a space: the token-estimate counts of a
         // window are those of its bytes alone.
         token_counts(bytes, &mut self.s);
-        let mut masks = Masks::new();
         let mut i = 0;
         while i < bytes.len() {
-            let chunk_start = i;
-            let chunk_end = (i + CHUNK).min(bytes.len());
-            masks.fill(&bytes[chunk_start..chunk_end]);
-            while i < chunk_end {
-                let b = bytes[i];
-                self.pos = self.base + i;
-                if b < 0x80 {
-                    // After an ASCII byte no multi-byte character is pending (a truncated one is
-                    // dropped).
-                    self.need = 0;
-                    // Letters and spaces are most bytes: tested first, with direct branches,
-                    // rather than through the dispatch on every ASCII byte.
-                    let letter = is_letter(b);
-                    if letter || b == b' ' {
-                        if letter {
-                            if self.w_chars != 0 || self.in_num || self.op_len != 0 {
-                                self.ascii_letter(b);
-                                self.prev_byte = b;
-                                // The word is open: take the rest of its letters at once.
-                                i = self.letter_run(bytes, i + 1);
-                                continue;
-                            }
-                        } else {
-                            self.end_token();
-                        }
-                        if self.op_len == 0 && !self.pending_short_op {
-                            // Nothing pending (most words): the letters and spaces from here
-                            // to the next other byte in one go.
-                            i = self.prose(bytes, &masks, chunk_start, i, chunk_end);
-                            continue;
-                        }
-                        if letter {
-                            // What `ascii_letter` does for a new word's first letter is what
-                            // `letter_run` does for the others, once the word is started.
-                            self.w_first = u32::from(b);
-                            self.stem = StemHash::new();
-                            i = self.letter_run(bytes, i);
-                            continue;
-                        }
-                        self.line_space();
-                    } else {
-                        self.ascii(b, bytes.get(i + 1).copied());
-                    }
-                    self.prev_byte = b;
-                } else {
-                    // A whole character at once when its bytes are all here (the ends of a
-                    // window may cut one).
-                    if let Some((c, width)) = decode(bytes, i) {
-                        self.need = 0;
-                        self.pos = self.base + i + width - 1;
-                        self.char(c);
-                        i += width;
-                        self.prev_byte = bytes[i - 1];
+            let b = bytes[i];
+            self.pos = self.base + i;
+            if b < 0x80 {
+                // After an ASCII byte no multi-byte character is pending (a truncated one is
+                // dropped).
+                self.need = 0;
+                // Letters and spaces are most bytes: tested first, with direct branches, rather
+                // than through the dispatch on every ASCII byte.
+                if is_letter(b) {
+                    if self.w_chars == 0 && !self.in_num && self.op_len == 0 {
+                        // A new word with nothing pending before it (most words): what
+                        // `ascii_letter` does for its first letter is what `letter_run` does for
+                        // the others, once the word is started.
+                        self.w_first = u32::from(b);
+                        self.stem = StemHash::new();
+                        i = self.letter_run(bytes, i);
                         continue;
                     }
-                    self.utf8_byte(b);
+                    self.ascii_letter(b);
                     self.prev_byte = b;
+                    // The word is open: take the rest of its letters at once.
+                    i = self.letter_run(bytes, i + 1);
+                    continue;
                 }
-                i += 1;
-            }
-        }
-    }
-
-    /// Reads a run of ASCII letters and spaces from `start` (with no word, number or operator
-    /// pending) to the next other byte or `chunk_end`, and returns where it ends.
-    ///
-    /// Does exactly what the byte-at-a-time path does for these bytes, but finds each word's
-    /// end and the next word's start from the chunk's bit masks (count trailing zeros), so the
-    /// work is per word, not per letter, and no branch depends on a word's length or letters:
-    /// every word but the last ends at a space and is finished here; the last one is left open
-    /// for the byte after the run, which may continue it (`x2`, `don't`) or end it.
-    fn prose(
-        &mut self,
-        bytes: &[u8],
-        masks: &Masks,
-        chunk_start: usize,
-        start: usize,
-        chunk_end: usize,
-    ) -> usize {
-        let c = chunk_start;
-        let rel = start - c;
-        let len = chunk_end - c;
-        // The run's end: the first byte that is neither a letter nor a space (bits past the
-        // chunk's end are clear).
-        let mut end = rel;
-        loop {
-            let n = (!(masks.letters(end) | masks.spaces(end))).trailing_zeros() as usize;
-            end += n;
-            if n < 64 || end >= len {
-                break;
-            }
-        }
-        let end = end.min(len);
-        // Spaces before the first word (the byte before them ended any token): only those
-        // after the line's first significant byte go into the line head.
-        let mut p = rel;
-        loop {
-            let n = (!masks.spaces(p)).trailing_zeros() as usize;
-            p += n;
-            if n < 64 || p >= end {
-                break;
-            }
-        }
-        let p = p.min(end);
-        let head_from = if self.l_sig > 0 { start } else { c + p };
-        if p == end {
-            self.prev_byte = b' ';
-            self.pos = self.base + c + end - 1;
-            self.line_head(&bytes[head_from..c + end]);
-            return c + end;
-        }
-        let zone_head = self.zone_head;
-        let zone_tail = self.zone_tail;
-        let quoted = self.in_quote;
-        let base = self.base + c;
-        // Words are taken 64 bytes at a time from `q` (a word's start): within those bytes each
-        // word's start and end are the set bits of two masks, cleared one by one, so finding
-        // the next word costs a cycle, not a dependent chain of loads and shifts.
-        let mut q = p;
-        let mut last = 0;
-        while q < end {
-            let valid = if end - q < 64 {
-                (1u64 << (end - q)) - 1
-            } else {
-                u64::MAX
-            };
-            let letters = masks.letters(q) & valid;
-            let lower = masks.lowers(q);
-            let mut starts = letters & !(letters << 1);
-            // The byte after each word's last letter.
-            let mut ends = !letters & (letters << 1);
-            let camel_at = letters & !lower & (lower << 1) & (lower << 2);
-            while starts != 0 {
-                let s = starts.trailing_zeros() as usize;
-                if ends == 0 {
-                    // This word goes on past these 64 bytes.
-                    break;
-                }
-                let e = ends.trailing_zeros() as usize;
-                starts &= starts - 1;
-                ends &= ends - 1;
-                let n = e - s;
-                let chars = n as u32;
-                let word = ((1u64 << n) - 1) << s;
-                let camel = (lower >> s & 1 != 0) & (camel_at & word != 0);
-                let word8 = load8(bytes, c + q + s);
-                self.l_sig += chars;
-                last = q + e;
-                if q + e >= end {
-                    // The last word of the run: left open.
-                    self.w_first = u32::from(bytes[c + q + s]);
-                    self.stem = lexicon::ascii_stem(word8, chars);
-                    self.w_chars = chars;
-                    self.w_alpha = chars;
-                    self.w_camel = camel;
-                    // Lower-case letters at the word's end, for camelCase after a digit
-                    // (`get2X`).
-                    let not_lower = (!lower & word) >> s;
-                    self.w_lower_run = if not_lower == 0 {
-                        chars
-                    } else {
-                        chars - 1 - (63 - not_lower.leading_zeros())
-                    };
-                    self.l_last = bytes[c + end - 1];
-                    self.prev_byte = self.l_last;
-                    self.pos = base + q + s;
-                    self.line_head(&bytes[head_from..c + end]);
-                    return c + end;
-                }
-                // A word ending at a space: what `end_word` does for a word of ASCII letters.
-                self.l_words = self.l_words.saturating_add(1);
-                self.s.idents += u32::from(camel);
-                if n == 1 {
-                    let vowel = is_vowel(bytes[c + q + s]);
-                    self.last_short_vowel = vowel;
-                    self.s.vars += u32::from(!vowel && !self.in_fence);
-                    self.last_tok = Tok::Short;
+                if b == b' ' {
+                    self.end_token();
+                    self.line_space();
                 } else {
-                    self.last_short_vowel = false;
-                    self.last_tok = Tok::Word;
+                    self.ascii(b, bytes.get(i + 1).copied());
                 }
-                let at = base + q + e;
-                if (at < zone_head || at >= zone_tail)
-                    && !quoted
-                    && let Some(cue) = lexicon::ascii_cue_of(word8, chars)
-                {
-                    self.s.cues[cue as usize] += 1;
-                }
+                self.prev_byte = b;
+            } else {
+                self.utf8_byte(b);
+                self.prev_byte = b;
             }
-            if starts == 0 {
-                q += 64;
-                continue;
-            }
-            let s = starts.trailing_zeros() as usize;
-            if s == 0 {
-                // A word of 64 letters or more: letter by letter (which sets the line's and
-                // the previous byte's state).
-                self.line_head(&bytes[head_from..c + q]);
-                self.w_first = u32::from(bytes[c + q]);
-                self.stem = StemHash::new();
-                self.pos = base + q;
-                return self.letter_run(bytes, c + q);
-            }
-            q += s;
+            i += 1;
         }
-        // The run ends with spaces.
-        self.l_last = bytes[c + last - 1];
-        self.prev_byte = b' ';
-        self.pos = base + end - 1;
-        self.line_head(&bytes[head_from..c + end]);
-        c + end
     }
 
     /// Continues the current word over ASCII letters from `start`; returns the index after
@@ -1417,18 +1105,6 @@ impl Scanner {
         }
         self.l_sig += 1;
         self.l_last = b;
-    }
-
-    /// The bytes of a run of letters and spaces that starts with a letter, for the line head:
-    /// all of them are inside the line, so the head takes them until it is full.
-    #[inline]
-    fn line_head(&mut self, run: &[u8]) {
-        let head_len = self.l_head_len as usize;
-        if head_len < self.l_head.len() {
-            let take = (self.l_head.len() - head_len).min(run.len());
-            self.l_head[head_len..head_len + take].copy_from_slice(&run[..take]);
-            self.l_head_len += take as u8;
-        }
     }
 
     /// A space inside the line: kept in the head, where it separates `1.` from the text.
@@ -1864,7 +1540,7 @@ mod tests {
         }
     }
 
-    /// The counts of the block scanner and of the byte-at-a-time reference, at every depth.
+    /// The counts of this scanner and of the byte-at-a-time reference, at every depth.
     fn check_against_reference(content: &Content<'_>) {
         for (depth, old) in [
             (Depth::Full, reference::Depth::Full),
