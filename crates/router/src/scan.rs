@@ -11,6 +11,9 @@
 use crate::lexicon::{self, Cue, StemHash};
 use crate::request::Content;
 
+#[cfg(test)]
+mod reference;
+
 /// How closely to read a text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Depth {
@@ -1535,6 +1538,283 @@ mod tests {
                 assert_eq!(rfind_pair(b, b'\n'), b.windows(2).rposition(pair));
             }
         }
+    }
+
+    /// The counts of this scanner and of the byte-at-a-time reference, at every depth.
+    fn check_against_reference(content: &Content<'_>) {
+        for (depth, old) in [
+            (Depth::Full, reference::Depth::Full),
+            (Depth::Brief, reference::Depth::Brief),
+            (Depth::Tokens, reference::Depth::Tokens),
+        ] {
+            let new = format!("{:?}", scan(content, depth));
+            let old = format!("{:?}", reference::scan(content, old));
+            assert_eq!(new, old, "{depth:?} {content:?}");
+        }
+    }
+
+    /// Pieces prompts are made of, and the edge cases of each rule: words in every case,
+    /// cue words, numbers, operators, code, markup, quotes, other scripts, control bytes.
+    const PIECES: &[&str] = &[
+        "the",
+        "The",
+        "quick",
+        "fox",
+        "algorithm",
+        "Algorithms",
+        "prove",
+        "theorem",
+        "why",
+        "Why",
+        "explain",
+        "json",
+        "JSON",
+        "thanks",
+        "Thanks",
+        "write",
+        "getValue",
+        "x_y",
+        "utf8",
+        "x2",
+        "a",
+        "I",
+        "y",
+        "x",
+        "z",
+        "t-shirt",
+        "well-known",
+        "and/or",
+        "don't",
+        "l'eau",
+        "file.txt",
+        "obj.method()",
+        "3.14",
+        "2,000",
+        "1.",
+        "2)",
+        "a)",
+        "(b)",
+        "- ",
+        "* ",
+        "# ",
+        "```",
+        "```rust",
+        "~~~",
+        "    ",
+        "\t",
+        "\n",
+        "\n\n",
+        "\r\n",
+        " ",
+        " ",
+        " ",
+        ", ",
+        ";",
+        ". ",
+        "? ",
+        "! ",
+        "!=",
+        "==",
+        "->",
+        "::",
+        "&&",
+        "+=",
+        "<=",
+        "**",
+        "--flag",
+        "//",
+        "x+y",
+        "4z",
+        "x^2",
+        "15%",
+        "x % 2",
+        "(a+b)/2",
+        "n-1",
+        "$x$",
+        "$5",
+        "\\frac",
+        "\"",
+        "\":",
+        "'",
+        "`",
+        "{",
+        "}",
+        "(",
+        ")",
+        "[",
+        "]",
+        "|",
+        ":",
+        "：",
+        "Докажите",
+        "Спасибо",
+        "ЖЁЛТЫЙ",
+        "été",
+        "cálculo",
+        "请证明这个定理",
+        "。",
+        "，",
+        "？",
+        "谢谢",
+        "ありがとう",
+        "증명",
+        "•",
+        "①",
+        "│",
+        "±",
+        "×",
+        "²",
+        "→",
+        "𝑥",
+        "😀",
+        "«",
+        "»",
+        "“",
+        "”",
+        "「",
+        "α",
+        "π",
+        "\u{1}",
+        "\u{7f}",
+        "\u{a0}",
+        "\u{feff}",
+        "ß",
+        "؟",
+        "।",
+        "０",
+        "42",
+        "007",
+        "1,2,3",
+        "a,b,c",
+        "12:30",
+        "if (a == b) {",
+        "return a && b;",
+        "def f(x):",
+        "SELECT * FROM t;",
+        "http://x.io/a?b=c",
+        "e.g.",
+        "...",
+        "—",
+        "_",
+        "__init__",
+        "CamelCase",
+        "camelCaseWord",
+        "iPhone",
+        "HTTPServer",
+        "getXValue",
+        "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijklm",
+        "integral",
+        "integrals",
+        "optimally",
+        "implementation",
+        "Ж",
+        "ё",
+    ];
+
+    /// A seeded pseudo-random text: pieces, random lower-case words, spaces, and (in some
+    /// texts) random ASCII bytes or random characters.
+    fn random_text(state: &mut u64, max: usize) -> String {
+        let mut next = |n: usize| {
+            *state ^= *state << 13;
+            *state ^= *state >> 7;
+            *state ^= *state << 17;
+            (*state % n as u64) as usize
+        };
+        let len = match next(10) {
+            0..=5 => next(400),
+            6..=8 => next(5000),
+            _ => next(max),
+        };
+        let style = next(4);
+        let mut s = String::new();
+        while s.len() < len {
+            match next(16) {
+                0 if style == 0 => s.push(next(128) as u8 as char),
+                1 if style == 1 => s.extend(char::from_u32(next(0x30000) as u32)),
+                2 | 3 => s.extend((0..1 + next(12)).map(|_| (b'a' + next(26) as u8) as char)),
+                4 | 5 => s.push(' '),
+                _ => s.push_str(PIECES[next(PIECES.len())]),
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn counts_match_the_byte_at_a_time_reference() {
+        // The labelled set's messages and every prefix of each.
+        for line in include_str!("../tests/data/labelled.jsonl").lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            for m in v["messages"].as_array().into_iter().flatten() {
+                let text = m["content"].as_str().unwrap_or_default();
+                check_against_reference(&Content::Text(text));
+                for (i, _) in text.char_indices() {
+                    let prefix = Content::Text(&text[..i]);
+                    assert_eq!(
+                        scan(&prefix, Depth::Full),
+                        reference_stats(&prefix),
+                        "{prefix:?}"
+                    );
+                }
+            }
+        }
+        // Random texts and multi-part messages; `COGNITUDE_SCAN_CASES` runs more of them.
+        let cases = std::env::var("COGNITUDE_SCAN_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(400);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..cases {
+            let text = random_text(&mut state, 40_000);
+            check_against_reference(&Content::Text(&text));
+            let parts: Vec<String> = (0..1 + state % 4)
+                .map(|_| random_text(&mut state, 10_000))
+                .collect();
+            let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+            check_against_reference(&Content::Parts(&parts));
+        }
+    }
+
+    /// The reference's counts as this module's type (the two have the same fields).
+    fn reference_stats(content: &Content<'_>) -> Stats {
+        let r = reference::scan(content, reference::Depth::Full);
+        let mut s = Stats {
+            bytes: r.bytes,
+            letters: r.letters,
+            words: r.words,
+            digits: r.digits,
+            numbers: r.numbers,
+            punct: r.punct,
+            newlines: r.newlines,
+            scripts: r.scripts,
+            lines: r.lines,
+            enum_lines: r.enum_lines,
+            bullet_lines: r.bullet_lines,
+            heading_lines: r.heading_lines,
+            questions: r.questions,
+            sentences: r.sentences,
+            premises: r.premises,
+            fences: r.fences,
+            code_lines: r.code_lines,
+            code_ops: r.code_ops,
+            idents: r.idents,
+            ticks: r.ticks,
+            brackets: r.brackets,
+            math_ops: r.math_ops,
+            math_syms: r.math_syms,
+            vars: r.vars,
+            number_set: r.number_set,
+            data_rows: r.data_rows,
+            json_keys: r.json_keys,
+            quotes: r.quotes,
+            cues: r.cues,
+            clauses: r.clauses,
+            zone_bytes: r.zone_bytes,
+            detailed_bytes: r.detailed_bytes,
+        };
+        s.cues = r.cues;
+        s
     }
 
     #[test]
