@@ -35,7 +35,7 @@ pub(crate) const CUES: usize = 6;
 /// Length of the short prefix stem.
 const SHORT_STEM: u32 = 6;
 /// Length of the long prefix stem.
-const LONG_STEM: u32 = 8;
+pub(crate) const LONG_STEM: u32 = 8;
 
 const MATH: &[&str] = &[
     // English

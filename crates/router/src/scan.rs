@@ -4,12 +4,22 @@
 //! reads the whole text when the text is short, and for a long text its head, its tail and one
 //! sample block every [`STRIDE`] bytes in between (a long document's structure shows in those).
 //! The token estimate's counts (letters, word and number starts, punctuation, characters per
-//! script) are taken over every byte by a separate pass that the compiler vectorises, and that
-//! pass alone reads the rest. Every counter is on the stack: no allocation, no backtracking,
+//! script) are taken by the detailed scanner as it goes, and over the rest by a separate pass
+//! that the compiler vectorises. Every counter is on the stack: no allocation, no backtracking,
 //! linear time.
+//!
+//! The detailed scanner reads a byte at a time, except where a word starts with nothing
+//! pending: then its letters are taken as one run, and a following space and word too. A run's
+//! end is found byte by byte on purpose: the loop's exit is predicted, so the next token's
+//! position does not wait on arithmetic over the bytes. For the same reason a word's stem is
+//! hashed (a chain of multiplications) only when the word can name a cue, that is when it ends
+//! in an instruction zone; until then its first letters are only kept, packed in a word.
 
 use crate::lexicon::{self, Cue, StemHash};
 use crate::request::Content;
+
+#[cfg(test)]
+mod reference;
 
 /// How closely to read a text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,10 +421,13 @@ const fn class_table() -> [u8; 256] {
 /// The counts the token estimate needs (letters, digits, punctuation, newlines, word and
 /// number starts, non-ASCII characters by script) over `bytes`, as if a space preceded them.
 ///
-/// Used for every byte of the text, read in detail or not, so the detailed scanner's per-byte
-/// loop does none of this. The ASCII counts are taken 16 bytes at a time into byte-wide
-/// counters, a loop the compiler turns into vector instructions; only 64-byte blocks holding
-/// a non-ASCII byte are looked at byte by byte, for the script of each character.
+/// Used for the bytes not read in detail (the detailed scanner counts the same things for the
+/// others, and the tests check that the two agree). The ASCII counts are taken 16 bytes at a
+/// time into byte-wide counters, a loop the compiler turns into vector instructions; only
+/// 64-byte blocks holding a non-ASCII byte are looked at byte by byte, for the script of each
+/// character.
+// Kept out of line: inlined into `scan`, its one caller, it is not vectorised as well.
+#[inline(never)]
 fn token_counts(bytes: &[u8], s: &mut Stats) {
     const LANES: usize = 16;
     /// Byte-wide counters hold up to 255: flush them before.
@@ -531,6 +544,12 @@ struct Scanner {
     w_lower_run: u32,
     w_greek: bool,
     stem: StemHash,
+    /// The stem is not hashed yet: it is the word's first `w_buf_len` letters, packed in
+    /// `w_buf`. Most words are outside the instruction zones and never looked up, so a word
+    /// made of one run of ASCII letters is hashed only if it is.
+    w_lazy: bool,
+    w_buf: u64,
+    w_buf_len: u8,
     // The current number.
     in_num: bool,
     num_hash: u64,
@@ -584,6 +603,9 @@ impl Scanner {
             w_lower_run: 0,
             w_greek: false,
             stem: StemHash::new(),
+            w_lazy: false,
+            w_buf: 0,
+            w_buf_len: 0,
             in_num: false,
             num_hash: 0,
             last_tok: Tok::None,
@@ -638,8 +660,9 @@ impl Scanner {
 
     fn feed(&mut self, bytes: &[u8]) {
         // Every window starts after a break, as after a space: the token-estimate counts of a
-        // window are those of its bytes alone.
-        token_counts(bytes, &mut self.s);
+        // window are those of its bytes alone. They are taken here, byte class by byte class,
+        // rather than by `token_counts`, so each byte is read once: a letter reached here starts
+        // a run of letters (`letter_run` takes all of it), so it is a word start.
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
@@ -651,16 +674,35 @@ impl Scanner {
                 // Letters and spaces are most bytes: tested first, with direct branches, rather
                 // than through the dispatch on every ASCII byte.
                 if is_letter(b) {
+                    self.s.words += 1;
                     if self.w_chars == 0 && !self.in_num && self.op_len == 0 {
                         // A new word with nothing pending before it (most words): what
                         // `ascii_letter` does for its first letter is what `letter_run` does for
                         // the others, once the word is started.
                         self.w_first = u32::from(b);
-                        self.stem = StemHash::new();
+                        self.w_lazy = true;
                         i = self.letter_run(bytes, i);
+                        // Prose is mostly a word, a space and the next word: take those here,
+                        // doing for the space what the loop does (the next word starts with
+                        // nothing pending, as this one did).
+                        while let (Some(b' '), Some(&next)) = (bytes.get(i), bytes.get(i + 1)) {
+                            if !is_letter(next) {
+                                break;
+                            }
+                            self.pos = self.base + i;
+                            self.end_token();
+                            self.line_space();
+                            i += 1;
+                            self.pos = self.base + i;
+                            self.s.words += 1;
+                            self.w_first = u32::from(next);
+                            self.w_lazy = true;
+                            i = self.letter_run(bytes, i);
+                        }
                         continue;
                     }
                     self.ascii_letter(b);
+                    self.s.letters += 1;
                     self.prev_byte = b;
                     // The word is open: take the rest of its letters at once.
                     i = self.letter_run(bytes, i + 1);
@@ -684,25 +726,38 @@ impl Scanner {
     /// Continues the current word over ASCII letters from `start`; returns the index after
     /// them. Does what `ascii` would do for each letter, minus the work that cannot apply
     /// inside a word (operators, numbers, line starts).
-    #[inline]
+    #[inline(always)]
     fn letter_run(&mut self, bytes: &[u8], start: usize) -> usize {
-        // First find the run's end, noting whether every letter is lower case (bit 0x20 set
-        // in each): then the per-letter case tracking below reduces to one addition.
+        // First find the run's end. Byte by byte: the loop's exit is predicted, so where the
+        // next token starts does not wait for arithmetic on the bytes, as it would if found
+        // from a mask.
         let rest = bytes.get(start..).unwrap_or_default();
-        let mut run = 0;
-        let mut lower_bits = 0x20u8;
-        while let Some(&b) = rest.get(run) {
-            if !is_letter(b) {
-                break;
-            }
-            lower_bits &= b;
-            run += 1;
-        }
+        let run = rest
+            .iter()
+            .position(|&b| !is_letter(b))
+            .unwrap_or(rest.len());
         if run == 0 {
             return start;
         }
         let letters = &rest[..run];
-        if lower_bits != 0 {
+        // The first eight letters or fewer, one a byte; whether all letters are lower case (bit
+        // 0x20 set in each) is read from them, and from the rest of a longer word.
+        let keep = run.min(8);
+        let low_bytes = u64::MAX >> (64 - 8 * keep);
+        let head = match rest.get(..8) {
+            Some(eight) => u64::from_le_bytes(eight.try_into().unwrap_or_default()) & low_bytes,
+            None => letters[..keep]
+                .iter()
+                .rev()
+                .fold(0u64, |w, &b| (w << 8) | u64::from(b)),
+        };
+        let case_bits = 0x2020_2020_2020_2020 & low_bytes;
+        let lower = head & case_bits == case_bits
+            && letters
+                .get(8..)
+                .is_none_or(|more| more.iter().all(|&b| b & 0x20 != 0));
+        self.s.letters += run as u64;
+        if lower {
             // Lower case only: the run of lower-case letters grows, camelCase cannot start.
             self.w_lower_run += run as u32;
         } else {
@@ -717,7 +772,16 @@ impl Scanner {
             self.w_lower_run = lower_run;
             self.w_camel = camel;
         }
-        self.stem.push_ascii_letters(letters);
+        if self.w_lazy {
+            // A new word (`w_lazy` is set only at a word's first letter): its stem is its
+            // first letters, up to the stem's length.
+            self.w_buf = head;
+            self.w_buf_len = keep as u8;
+            // (The stem hashes at most its first `LONG_STEM` letters, all in `head`.)
+            const _: () = assert!(lexicon::LONG_STEM <= 8);
+        } else {
+            self.stem.push_ascii_letters(letters);
+        }
         let n = run as u32;
         self.w_chars += n;
         self.w_alpha += n;
@@ -751,12 +815,15 @@ impl Scanner {
         match b {
             b'a'..=b'z' | b'A'..=b'Z' => self.ascii_letter(b),
             b'0'..=b'9' => {
+                self.s.digits += 1;
+                self.s.numbers += u64::from(!self.prev_byte.is_ascii_digit());
                 self.resolve_op(Rhs::Digit);
                 self.line_char(b);
                 if self.w_chars > 0 && !self.in_num {
                     // `x2`, `utf8`: digits inside a word.
                     self.w_has_digit = true;
                     self.w_chars += 1;
+                    self.hash_stem();
                     self.stem.push(u32::from(b));
                 } else {
                     if !self.in_num {
@@ -779,6 +846,7 @@ impl Scanner {
                 }
             }
             b'\n' => {
+                self.s.newlines += 1;
                 self.end_token();
                 self.resolve_op(Rhs::None);
                 self.end_line();
@@ -789,6 +857,7 @@ impl Scanner {
     }
 
     fn ascii_punct(&mut self, b: u8, next: Option<u8>) {
+        self.s.punct += 1;
         let next_digit = next.is_some_and(|n| n.is_ascii_digit());
         let next_alpha = next.is_some_and(|n| n.is_ascii_alphabetic());
         let next_ends = next.is_none_or(|n| {
@@ -999,6 +1068,7 @@ impl Scanner {
         if self.w_chars == 0 {
             self.w_first = c;
             self.stem = StemHash::new();
+            self.w_lazy = false;
         } else if upper && self.w_lower_run >= 2 && (0x61..=0x7A).contains(&self.w_first) {
             // camelCase (`getValue`); PascalCase (`YouTube`) and `iPhone` are names.
             self.w_camel = true;
@@ -1006,7 +1076,20 @@ impl Scanner {
         self.w_lower_run = if lower { self.w_lower_run + 1 } else { 0 };
         self.w_chars += 1;
         self.w_alpha += 1;
+        self.hash_stem();
         self.stem.push(lexicon::fold(c));
+    }
+
+    /// Hashes the letters a lazy stem holds, before the word goes on or is looked up.
+    #[inline]
+    fn hash_stem(&mut self) {
+        if self.w_lazy {
+            self.w_lazy = false;
+            let mut stem = StemHash::new();
+            let letters = self.w_buf.to_le_bytes();
+            stem.push_ascii_letters(&letters[..usize::from(self.w_buf_len)]);
+            self.stem = stem;
+        }
     }
 
     fn end_number(&mut self) {
@@ -1029,7 +1112,45 @@ impl Scanner {
         }
     }
 
+    /// Ends the current word.
+    // Most words are letters only, two or more of them, with no operator waiting for them:
+    // that case is inlined where words end, the rest is not.
+    #[inline]
     fn end_word(&mut self) {
+        if !(self.w_digit_first
+            || self.w_has_digit
+            || self.w_underscore
+            || self.w_camel
+            || self.w_greek)
+            && self.w_chars >= 2
+            && !self.pending_short_op
+        {
+            // What `end_word_in_general` does for such a word.
+            self.l_words = self.l_words.saturating_add(1);
+            self.last_short_vowel = false;
+            self.last_tok = Tok::Word;
+            if self.in_zone() {
+                self.look_up_cue();
+            }
+            self.w_chars = 0;
+            self.w_alpha = 0;
+            self.w_lower_run = 0;
+        } else {
+            self.end_word_in_general();
+        }
+    }
+
+    /// Counts the cue of the current word, if it has one.
+    #[inline(never)]
+    fn look_up_cue(&mut self) {
+        self.hash_stem();
+        if let Some(cue) = lexicon::cue_of(&self.stem, self.w_chars) {
+            self.s.cues[cue as usize] += 1;
+        }
+    }
+
+    #[inline(never)]
+    fn end_word_in_general(&mut self) {
         let chars = self.w_chars;
         self.l_words = self.l_words.saturating_add(1);
         if self.pending_short_op {
@@ -1076,12 +1197,8 @@ impl Scanner {
             } else {
                 self.last_tok = Tok::Word;
             }
-            if !self.w_has_digit
-                && !self.w_underscore
-                && self.in_zone()
-                && let Some(cue) = lexicon::cue_of(&self.stem, chars)
-            {
-                self.s.cues[cue as usize] += 1;
+            if !self.w_has_digit && !self.w_underscore && self.in_zone() {
+                self.look_up_cue();
             }
         }
         self.w_chars = 0;
@@ -1160,6 +1277,7 @@ impl Scanner {
 
     fn utf8_byte(&mut self, b: u8) {
         if b >= 0xC0 {
+            self.s.scripts[(CLASS[b as usize] - C_SCRIPT) as usize] += 1;
             let (need, bits) = match b {
                 0xC0..=0xDF => (1, u32::from(b & 0x1F)),
                 0xE0..=0xEF => (2, u32::from(b & 0x0F)),
@@ -1535,6 +1653,283 @@ mod tests {
                 assert_eq!(rfind_pair(b, b'\n'), b.windows(2).rposition(pair));
             }
         }
+    }
+
+    /// The counts of this scanner and of the byte-at-a-time reference, at every depth.
+    fn check_against_reference(content: &Content<'_>) {
+        for (depth, old) in [
+            (Depth::Full, reference::Depth::Full),
+            (Depth::Brief, reference::Depth::Brief),
+            (Depth::Tokens, reference::Depth::Tokens),
+        ] {
+            let new = format!("{:?}", scan(content, depth));
+            let old = format!("{:?}", reference::scan(content, old));
+            assert_eq!(new, old, "{depth:?} {content:?}");
+        }
+    }
+
+    /// Pieces prompts are made of, and the edge cases of each rule: words in every case,
+    /// cue words, numbers, operators, code, markup, quotes, other scripts, control bytes.
+    const PIECES: &[&str] = &[
+        "the",
+        "The",
+        "quick",
+        "fox",
+        "algorithm",
+        "Algorithms",
+        "prove",
+        "theorem",
+        "why",
+        "Why",
+        "explain",
+        "json",
+        "JSON",
+        "thanks",
+        "Thanks",
+        "write",
+        "getValue",
+        "x_y",
+        "utf8",
+        "x2",
+        "a",
+        "I",
+        "y",
+        "x",
+        "z",
+        "t-shirt",
+        "well-known",
+        "and/or",
+        "don't",
+        "l'eau",
+        "file.txt",
+        "obj.method()",
+        "3.14",
+        "2,000",
+        "1.",
+        "2)",
+        "a)",
+        "(b)",
+        "- ",
+        "* ",
+        "# ",
+        "```",
+        "```rust",
+        "~~~",
+        "    ",
+        "\t",
+        "\n",
+        "\n\n",
+        "\r\n",
+        " ",
+        " ",
+        " ",
+        ", ",
+        ";",
+        ". ",
+        "? ",
+        "! ",
+        "!=",
+        "==",
+        "->",
+        "::",
+        "&&",
+        "+=",
+        "<=",
+        "**",
+        "--flag",
+        "//",
+        "x+y",
+        "4z",
+        "x^2",
+        "15%",
+        "x % 2",
+        "(a+b)/2",
+        "n-1",
+        "$x$",
+        "$5",
+        "\\frac",
+        "\"",
+        "\":",
+        "'",
+        "`",
+        "{",
+        "}",
+        "(",
+        ")",
+        "[",
+        "]",
+        "|",
+        ":",
+        "：",
+        "Докажите",
+        "Спасибо",
+        "ЖЁЛТЫЙ",
+        "été",
+        "cálculo",
+        "请证明这个定理",
+        "。",
+        "，",
+        "？",
+        "谢谢",
+        "ありがとう",
+        "증명",
+        "•",
+        "①",
+        "│",
+        "±",
+        "×",
+        "²",
+        "→",
+        "𝑥",
+        "😀",
+        "«",
+        "»",
+        "“",
+        "”",
+        "「",
+        "α",
+        "π",
+        "\u{1}",
+        "\u{7f}",
+        "\u{a0}",
+        "\u{feff}",
+        "ß",
+        "؟",
+        "।",
+        "０",
+        "42",
+        "007",
+        "1,2,3",
+        "a,b,c",
+        "12:30",
+        "if (a == b) {",
+        "return a && b;",
+        "def f(x):",
+        "SELECT * FROM t;",
+        "http://x.io/a?b=c",
+        "e.g.",
+        "...",
+        "—",
+        "_",
+        "__init__",
+        "CamelCase",
+        "camelCaseWord",
+        "iPhone",
+        "HTTPServer",
+        "getXValue",
+        "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijklm",
+        "integral",
+        "integrals",
+        "optimally",
+        "implementation",
+        "Ж",
+        "ё",
+    ];
+
+    /// A seeded pseudo-random text: pieces, random lower-case words, spaces, and (in some
+    /// texts) random ASCII bytes or random characters.
+    fn random_text(state: &mut u64, max: usize) -> String {
+        let mut next = |n: usize| {
+            *state ^= *state << 13;
+            *state ^= *state >> 7;
+            *state ^= *state << 17;
+            (*state % n as u64) as usize
+        };
+        let len = match next(10) {
+            0..=5 => next(400),
+            6..=8 => next(5000),
+            _ => next(max),
+        };
+        let style = next(4);
+        let mut s = String::new();
+        while s.len() < len {
+            match next(16) {
+                0 if style == 0 => s.push(next(128) as u8 as char),
+                1 if style == 1 => s.extend(char::from_u32(next(0x30000) as u32)),
+                2 | 3 => s.extend((0..1 + next(12)).map(|_| (b'a' + next(26) as u8) as char)),
+                4 | 5 => s.push(' '),
+                _ => s.push_str(PIECES[next(PIECES.len())]),
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn counts_match_the_byte_at_a_time_reference() {
+        // The labelled set's messages and every prefix of each.
+        for line in include_str!("../tests/data/labelled.jsonl").lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            for m in v["messages"].as_array().into_iter().flatten() {
+                let text = m["content"].as_str().unwrap_or_default();
+                check_against_reference(&Content::Text(text));
+                for (i, _) in text.char_indices() {
+                    let prefix = Content::Text(&text[..i]);
+                    assert_eq!(
+                        scan(&prefix, Depth::Full),
+                        reference_stats(&prefix),
+                        "{prefix:?}"
+                    );
+                }
+            }
+        }
+        // Random texts and multi-part messages; `COGNITUDE_SCAN_CASES` runs more of them.
+        let cases = std::env::var("COGNITUDE_SCAN_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(400);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..cases {
+            let text = random_text(&mut state, 40_000);
+            check_against_reference(&Content::Text(&text));
+            let parts: Vec<String> = (0..1 + state % 4)
+                .map(|_| random_text(&mut state, 10_000))
+                .collect();
+            let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+            check_against_reference(&Content::Parts(&parts));
+        }
+    }
+
+    /// The reference's counts as this module's type (the two have the same fields).
+    fn reference_stats(content: &Content<'_>) -> Stats {
+        let r = reference::scan(content, reference::Depth::Full);
+        let mut s = Stats {
+            bytes: r.bytes,
+            letters: r.letters,
+            words: r.words,
+            digits: r.digits,
+            numbers: r.numbers,
+            punct: r.punct,
+            newlines: r.newlines,
+            scripts: r.scripts,
+            lines: r.lines,
+            enum_lines: r.enum_lines,
+            bullet_lines: r.bullet_lines,
+            heading_lines: r.heading_lines,
+            questions: r.questions,
+            sentences: r.sentences,
+            premises: r.premises,
+            fences: r.fences,
+            code_lines: r.code_lines,
+            code_ops: r.code_ops,
+            idents: r.idents,
+            ticks: r.ticks,
+            brackets: r.brackets,
+            math_ops: r.math_ops,
+            math_syms: r.math_syms,
+            vars: r.vars,
+            number_set: r.number_set,
+            data_rows: r.data_rows,
+            json_keys: r.json_keys,
+            quotes: r.quotes,
+            cues: r.cues,
+            clauses: r.clauses,
+            zone_bytes: r.zone_bytes,
+            detailed_bytes: r.detailed_bytes,
+        };
+        s.cues = r.cues;
+        s
     }
 
     #[test]
