@@ -308,29 +308,57 @@ fn rfind_byte(b: &[u8], c: u8) -> Option<usize> {
     None
 }
 
+/// One bit per byte of `block` that is `c` (a vector comparison and a mask move).
+fn mask_of(block: &[u8; BLOCK], c: u8) -> u32 {
+    block
+        .iter()
+        .enumerate()
+        .fold(0, |m, (i, &b)| m | (u32::from(b == c) << i))
+}
+
+// A text without blank lines has many single line breaks: looking for the pair in masks of 16
+// bytes reads each byte once, instead of stopping at every line break.
+
 /// The first position of two `c` in a row.
+// Out of line: inlined into `scan` the mask is built byte by byte, not with one comparison.
+#[inline(never)]
 fn find_pair(b: &[u8], c: u8) -> Option<usize> {
-    let mut from = 0;
-    while let Some(i) = find_byte(&b[from..], c) {
-        let at = from + i;
-        if b.get(at + 1) == Some(&c) {
-            return Some(at);
+    let blocks = b.chunks_exact(BLOCK);
+    let rest = blocks.remainder();
+    let mut start = 0;
+    // Whether the byte before the block is `c`.
+    let mut carry = false;
+    for block in blocks {
+        let m = block.try_into().map_or(0, |block| mask_of(block, c));
+        if carry && m & 1 != 0 {
+            return Some(start - 1);
         }
-        from = at + 1;
+        let pairs = m & (m >> 1);
+        if pairs != 0 {
+            return Some(start + pairs.trailing_zeros() as usize);
+        }
+        carry = m >> (BLOCK - 1) != 0;
+        start += BLOCK;
     }
-    None
+    if carry && rest.first() == Some(&c) {
+        return Some(start - 1);
+    }
+    rest.windows(2)
+        .position(|w| w[0] == c && w[1] == c)
+        .map(|i| start + i)
 }
 
 /// The last position of two `c` in a row.
 fn rfind_pair(b: &[u8], c: u8) -> Option<usize> {
-    let mut to = b.len();
-    while let Some(at) = rfind_byte(&b[..to], c) {
-        if at > 0 && b[at - 1] == c {
-            return Some(at - 1);
-        }
-        to = at;
+    // Forwards, from pair to pair: blank lines are few, and a backward loop over the masks is
+    // compiled to byte-by-byte work.
+    let mut last = None;
+    let mut from = 0;
+    while let Some(i) = b.get(from..).and_then(|rest| find_pair(rest, c)) {
+        last = Some(from + i);
+        from += i + 1;
     }
-    None
+    last
 }
 
 /// Which byte ranges of a text are read in detail.
@@ -1888,6 +1916,32 @@ mod tests {
                 .collect();
             let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
             check_against_reference(&Content::Parts(&parts));
+        }
+    }
+
+    #[test]
+    fn pair_searches_match_a_plain_scan() {
+        // Every text of up to 40 bytes from seeded random runs of `a` and `\n`, with pairs
+        // inside 16-byte blocks and across their edges.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = (state % 41) as usize;
+            let text: Vec<u8> = (0..len)
+                .map(|i| {
+                    if state >> (i % 64) & 1 == 1 {
+                        b'\n'
+                    } else {
+                        b'a'
+                    }
+                })
+                .collect();
+            let pair_at = |i: &usize| text[*i] == b'\n' && text[*i + 1] == b'\n';
+            let all: Vec<usize> = (0..len.saturating_sub(1)).filter(pair_at).collect();
+            assert_eq!(find_pair(&text, b'\n'), all.first().copied(), "{text:?}");
+            assert_eq!(rfind_pair(&text, b'\n'), all.last().copied(), "{text:?}");
         }
     }
 
