@@ -194,6 +194,7 @@ pub(crate) fn scan(content: &Content<'_>, depth: Depth) -> Stats {
     };
     let mut sc = Scanner::new();
     (sc.zone_head, sc.zone_tail) = zones(content, total);
+    (sc.window_zone_head, sc.window_zone_tail) = (sc.zone_head, sc.zone_tail);
     let mut offset = 0usize;
     for part in content.parts() {
         let bytes = part.as_bytes();
@@ -607,13 +608,18 @@ struct Scanner {
     cp: u32,
     need: u8,
     prev_cjk: u32,
-    // Position in the whole text, for the instruction zones.
+    // Position, for the instruction zones: where the window starts in the whole text, and
+    // the current byte's position in the window.
     base: usize,
     pos: usize,
     /// Inside double quotes: quoted text is material to work on, not instructions.
     in_quote: bool,
     zone_head: usize,
     zone_tail: usize,
+    /// The zones' bounds as positions in the current window (0 for a bound before it), so
+    /// the position is not offset by `base` at every byte.
+    window_zone_head: usize,
+    window_zone_tail: usize,
 }
 
 impl Scanner {
@@ -661,13 +667,15 @@ impl Scanner {
             in_quote: false,
             zone_head: 0,
             zone_tail: 0,
+            window_zone_head: 0,
+            window_zone_tail: 0,
         }
     }
 
     /// Whether the current byte is near enough to either end to be part of the instruction.
     #[inline]
     fn in_zone(&self) -> bool {
-        (self.pos < self.zone_head || self.pos >= self.zone_tail) && !self.in_quote
+        (self.pos < self.window_zone_head || self.pos >= self.window_zone_tail) && !self.in_quote
     }
 
     /// A discontinuity: the next bytes do not follow the previous ones.
@@ -687,6 +695,10 @@ impl Scanner {
     }
 
     fn feed(&mut self, bytes: &[u8]) {
+        // (`pos` < `window_zone_head` exactly when `base + pos` < `zone_head`; the same for the
+        // tail.)
+        self.window_zone_head = self.zone_head.saturating_sub(self.base);
+        self.window_zone_tail = self.zone_tail.saturating_sub(self.base);
         // Every window starts after a break, as after a space: the token-estimate counts of a
         // window are those of its bytes alone. They are taken here, byte class by byte class,
         // rather than by `token_counts`, so each byte is read once: a letter reached here starts
@@ -694,7 +706,7 @@ impl Scanner {
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
-            self.pos = self.base + i;
+            self.pos = i;
             if b < 0x80 {
                 // After an ASCII byte no multi-byte character is pending (a truncated one is
                 // dropped).
@@ -717,11 +729,13 @@ impl Scanner {
                             if !is_letter(next) {
                                 break;
                             }
-                            self.pos = self.base + i;
-                            self.end_token();
-                            self.line_space();
+                            self.pos = i;
+                            // A word is open (no number), and the line has begun: what
+                            // `end_token` and `line_space` do, without their tests.
+                            debug_assert!(!self.in_num && self.w_chars != 0 && self.l_sig > 0);
+                            self.end_word();
+                            self.line_space_after_text();
                             i += 1;
-                            self.pos = self.base + i;
                             self.s.words += 1;
                             self.w_first = u32::from(next);
                             self.w_lazy = true;
@@ -1251,7 +1265,15 @@ impl Scanner {
 
     /// A space inside the line: kept in the head, where it separates `1.` from the text.
     fn line_space(&mut self) {
-        if self.l_sig > 0 && (self.l_head_len as usize) < self.l_head.len() {
+        if self.l_sig > 0 {
+            self.line_space_after_text();
+        }
+    }
+
+    /// A space after the line's first significant byte.
+    #[inline]
+    fn line_space_after_text(&mut self) {
+        if (self.l_head_len as usize) < self.l_head.len() {
             self.l_head[self.l_head_len as usize] = b' ';
             self.l_head_len += 1;
         }
