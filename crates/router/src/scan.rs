@@ -854,9 +854,10 @@ impl Scanner {
         self.word_letter(u32::from(b), b.is_ascii_lowercase(), b.is_ascii_uppercase());
     }
 
+    /// An ASCII byte other than a letter (the loop takes letters itself).
     fn ascii(&mut self, b: u8, next: Option<u8>) {
+        debug_assert!(!is_letter(b));
         match b {
-            b'a'..=b'z' | b'A'..=b'Z' => self.ascii_letter(b),
             b'0'..=b'9' => {
                 self.s.digits += 1;
                 self.s.numbers += u64::from(!self.prev_byte.is_ascii_digit());
@@ -901,27 +902,30 @@ impl Scanner {
 
     fn ascii_punct(&mut self, b: u8, next: Option<u8>) {
         self.s.punct += 1;
-        let next_digit = next.is_some_and(|n| n.is_ascii_digit());
-        let next_alpha = next.is_some_and(|n| n.is_ascii_alphabetic());
-        let next_ends = next.is_none_or(|n| {
-            n.is_ascii_whitespace() || matches!(n, b'"' | b'\'' | b')' | b']' | b'*' | b'_')
-        });
+        // Tests on the next byte, made only where an arm needs them (most marks need none).
+        let next_digit = || next.is_some_and(|n| n.is_ascii_digit());
+        let next_alpha = || next.is_some_and(|n| n.is_ascii_alphabetic());
+        let next_ends = || {
+            next.is_none_or(|n| {
+                n.is_ascii_whitespace() || matches!(n, b'"' | b'\'' | b')' | b']' | b'*' | b'_')
+            })
+        };
         self.line_char(b);
         match b {
-            b'.' if self.in_num && next_digit => {
+            b'.' if self.in_num && next_digit() => {
                 // A decimal point: the number goes on.
                 self.num_hash = (self.num_hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
             }
-            b',' if self.in_num && next_digit => {
+            b',' if self.in_num && next_digit() => {
                 // A thousands separator (or a list of numbers without spaces).
                 self.l_tight_commas = self.l_tight_commas.saturating_add(1);
                 self.num_hash = (self.num_hash ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
             }
-            b'_' if self.w_chars > 0 && (next_alpha || next_digit) => {
+            b'_' if self.w_chars > 0 && (next_alpha() || next_digit()) => {
                 self.w_underscore = true;
                 self.w_chars += 1;
             }
-            b'\'' if self.w_alpha > 0 && next_alpha => {
+            b'\'' if self.w_alpha > 0 && next_alpha() => {
                 // An apostrophe inside a word (`don't`, `l'eau`).
                 self.w_chars += 1;
             }
@@ -931,10 +935,10 @@ impl Scanner {
                 self.end_token();
                 match b {
                     b'.' => {
-                        if prev_alnum && next_alpha && was_word {
+                        if prev_alnum && next_alpha() && was_word {
                             // `file.txt`, `obj.method`.
                             self.s.idents += 1;
-                        } else if next_ends && self.prev_byte != b'.' && self.prev_byte != b' ' {
+                        } else if next_ends() && self.prev_byte != b'.' && self.prev_byte != b' ' {
                             self.s.sentences += u32::from(self.in_zone());
                         }
                         self.last_tok = Tok::Other;
@@ -981,21 +985,21 @@ impl Scanner {
                         self.last_tok = Tok::Other;
                     }
                     b'\\' => {
-                        if next_alpha {
+                        if next_alpha() {
                             // A LaTeX command (`\frac`, `\sum`).
                             self.s.math_syms += 1;
                         }
                         self.last_tok = Tok::Other;
                     }
                     b'$' => {
-                        if next_alpha || next == Some(b'\\') {
+                        if next_alpha() || next == Some(b'\\') {
                             // `$x$`, `$\alpha$`; a `$` before a digit is a price.
                             self.s.math_syms += 1;
                         }
                         self.last_tok = Tok::Other;
                     }
                     b'!' if next != Some(b'=') => {
-                        if next_ends {
+                        if next_ends() {
                             self.s.sentences += u32::from(self.in_zone());
                         }
                         self.last_tok = Tok::Other;
