@@ -895,7 +895,8 @@ impl Scanner {
                 self.resolve_op(Rhs::None);
                 self.end_line();
             }
-            _ if b < 0x20 || b == 0x7F => self.end_token(),
+            // Other control characters (a pattern, not a guard, so the match is one dispatch).
+            0x00..=0x1F | 0x7F => self.end_token(),
             _ => self.ascii_punct(b, next),
         }
     }
@@ -931,11 +932,11 @@ impl Scanner {
             }
             _ => {
                 let was_word = self.w_chars > 0;
-                let prev_alnum = self.prev_byte.is_ascii_alphanumeric();
                 self.end_token();
                 match b {
                     b'.' => {
-                        if prev_alnum && next_alpha() && was_word {
+                        // (`end_token` leaves `prev_byte` as it was.)
+                        if self.prev_byte.is_ascii_alphanumeric() && next_alpha() && was_word {
                             // `file.txt`, `obj.method`.
                             self.s.idents += 1;
                         } else if next_ends() && self.prev_byte != b'.' && self.prev_byte != b' ' {
