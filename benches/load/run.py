@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -47,6 +48,33 @@ def proc_cpu_seconds(pid):
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     # utime and stime are fields 14 and 15 of the whole line (11 and 12 after the command).
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def postgres_cpu_seconds():
+    """CPU time of every PostgreSQL process (the ledger's inserts run in them)."""
+    total = 0.0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        if stat.split("(", 1)[1].startswith("postgres)"):
+            fields = stat.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
+
+
+def children_cpu_seconds():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def machine_busy_seconds():
+    """CPU time spent by the whole machine, all cores, outside idle and iowait."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLK_TCK
 
 
 def proc_status_kb(pid, key):
@@ -198,11 +226,25 @@ enabled = false
 
         def measured(label, fn):
             cpu0 = proc_cpu_seconds(proxy.pid)
+            up0, pg0 = proc_cpu_seconds(mock.pid), postgres_cpu_seconds()
+            tool0, all0 = children_cpu_seconds(), machine_busy_seconds()
             r = fn()
             cpu = proc_cpu_seconds(proxy.pid) - cpu0
-            r["proxy_cpu_us_per_request"] = cpu * 1e6 / max(1, r["requests"])
+            n = max(1, r["requests"])
+            r["proxy_cpu_us_per_request"] = cpu * 1e6 / n
+            # Where the cores went, per request: the upstream, PostgreSQL (the ledger), the
+            # load tool, and the whole machine.
+            r["upstream_cpu_us_per_request"] = (proc_cpu_seconds(mock.pid) - up0) * 1e6 / n
+            r["postgres_cpu_us_per_request"] = (postgres_cpu_seconds() - pg0) * 1e6 / n
+            r["load_tool_cpu_us_per_request"] = (children_cpu_seconds() - tool0) * 1e6 / n
+            r["machine_cpu_us_per_request"] = (machine_busy_seconds() - all0) * 1e6 / n
             r["proxy_peak_rss_mb"] = proc_status_kb(proxy.pid, "VmHWM") / 1024
-            say(f"{label}: {r['rps']:.0f} req/s p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms")
+            say(f"{label}: {r['rps']:.0f} req/s p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms; "
+                f"CPU µs/req proxy {r['proxy_cpu_us_per_request']:.1f} "
+                f"upstream {r['upstream_cpu_us_per_request']:.1f} "
+                f"postgres {r['postgres_cpu_us_per_request']:.1f} "
+                f"load tool {r['load_tool_cpu_us_per_request']:.1f} "
+                f"machine {r['machine_cpu_us_per_request']:.1f}")
             return r
 
         for c in [int(x) for x in args.concurrency.split(",")]:

@@ -163,6 +163,7 @@ mod alerting;
 mod analytics;
 mod limits;
 mod rollup;
+mod usage_insert;
 
 /// The password of a URL replaced by `***`, for logs.
 pub fn redact_url(url: &str) -> String {
@@ -476,30 +477,21 @@ impl Store {
         }
         let kind = self.kind();
         let mut inserted = 0;
-        // Bind-parameter limits: PostgreSQL allows 65,535 per statement, SQLite 32,766.
+        // One transaction per 500 records keeps each short.
         for chunk in records.chunks(500) {
             inserted += match &self.backend {
                 Backend::Pg(pool) => {
                     let mut conn = pool.get().await.map_err(pool_err)?;
-                    conn.transaction::<usize, diesel::result::Error, _>(async |conn| {
-                        let ids: Vec<String> = diesel::insert_into(usage_records::table)
-                            .values(chunk)
-                            .on_conflict(usage_records::id)
-                            .do_nothing()
-                            .returning(usage_records::id)
-                            .get_results(conn)
-                            .await?;
-                        let new = rollup::inserted(chunk, &ids);
-                        for (sql, binds) in rollup::upserts(&rollup::aggregate(new, kind), kind) {
-                            let mut q = diesel::sql_query(sql).into_boxed::<diesel::pg::Pg>();
-                            for b in binds {
-                                q = q.bind::<Text, _>(b);
-                            }
-                            q.execute(conn).await?;
-                        }
-                        Ok(ids.len())
-                    })
-                    .await?
+                    // Fresh records, the ledger's normal case, go in with a plain insert. Only a
+                    // batch holding a record already written (a replay after a lost commit
+                    // acknowledgement) fails it, and is written again skipping those.
+                    match pg_insert_usage(&mut conn, chunk, false).await {
+                        Err(diesel::result::Error::DatabaseError(
+                            diesel::result::DatabaseErrorKind::UniqueViolation,
+                            _,
+                        )) => pg_insert_usage(&mut conn, chunk, true).await?,
+                        other => other?,
+                    }
                 }
                 // SQLite has no multi-row insert with ON CONFLICT in diesel; one transaction
                 // of single-row inserts is as fast there (no network round trips), and each
@@ -696,6 +688,33 @@ fn sqlite_path(url: &str) -> Result<String> {
         return Err(Error::Url(url.to_owned()));
     }
     Ok(path.to_owned())
+}
+
+/// One transaction: the records (see [`usage_insert::insert`]) and the rollups of those
+/// inserted.
+async fn pg_insert_usage(
+    conn: &mut diesel_async::AsyncPgConnection,
+    chunk: &[UsageRecord],
+    skip_existing: bool,
+) -> diesel::QueryResult<usize> {
+    use diesel::sql_types::Text;
+    use diesel_async::AsyncConnection;
+    conn.transaction::<usize, diesel::result::Error, _>(async |conn| {
+        let ids = usage_insert::insert(conn, chunk, skip_existing).await?;
+        let new = rollup::inserted(chunk, &ids);
+        for (sql, binds) in rollup::upserts(
+            &rollup::aggregate(new, BackendKind::Postgres),
+            BackendKind::Postgres,
+        ) {
+            let mut q = diesel::sql_query(sql).into_boxed::<diesel::pg::Pg>();
+            for b in binds {
+                q = q.bind::<Text, _>(b);
+            }
+            q.execute(conn).await?;
+        }
+        Ok(ids.len())
+    })
+    .await
 }
 
 #[cfg(test)]

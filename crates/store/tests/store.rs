@@ -1109,9 +1109,11 @@ async fn rollup_migration_upgrades_and_downgrades_with_records_in_place(db: &Tes
     }
     let incremental = all_breakdowns(s).await;
     let incremental_rows = with_migration_conn(db, |conn| conn.texts(&rollup_rows_sql())).await;
-    // Down past the scan index (000006) to the rollups per dimension combination: its
-    // backfill counts every record once.
+    // Down past the write-path indexes (000007) and the scan index (000006) to the rollups
+    // per dimension combination: its backfill counts every record once.
     let (reverted, old_requests, old_rows) = with_migration_conn(db, |conn| {
+        let indexes = conn.revert_last();
+        assert!(indexes.contains("000007"), "reverted {indexes}");
         let index = conn.revert_last();
         assert!(index.contains("000006"), "reverted {index}");
         let v = conn.revert_last();
