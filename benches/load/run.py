@@ -51,8 +51,9 @@ def proc_cpu_seconds(pid):
 
 
 def postgres_cpu_seconds():
-    """CPU time of every PostgreSQL process (the ledger's inserts run in them)."""
-    total = 0.0
+    """CPU time of every PostgreSQL process (the ledger's inserts run in them), counting those
+    that have exited (autovacuum workers, say) through the postmaster's children's times."""
+    procs = {}
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
@@ -61,8 +62,12 @@ def postgres_cpu_seconds():
         except OSError:
             continue
         if stat.split("(", 1)[1].startswith("postgres)"):
-            fields = stat.rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+            procs[int(d.name)] = stat.rsplit(")", 1)[1].split()
+    total = 0.0
+    for fields in procs.values():
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+        if int(fields[1]) not in procs:  # the postmaster: its parent is not PostgreSQL
+            total += (int(fields[13]) + int(fields[14])) / CLK_TCK
     return total
 
 
@@ -71,10 +76,11 @@ def children_cpu_seconds():
     return r.ru_utime + r.ru_stime
 
 
-def machine_busy_seconds():
-    """CPU time spent by the whole machine, all cores, outside idle and iowait."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / CLK_TCK
+def machine_seconds():
+    """CPU time of the whole machine, all cores: (busy, stolen). Busy is user, system, irq and
+    softirq; stolen is time the hypervisor ran something else while this VM wanted to run."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (f[0] + f[1] + f[2] + f[5] + f[6]) / CLK_TCK, f[7] / CLK_TCK
 
 
 def proc_status_kb(pid, key):
@@ -224,10 +230,32 @@ enabled = false
                    "ratelimit": not args.no_ratelimit,
                    "concurrency": [], "rates": []}
 
+        def ledger_count():
+            return int(subprocess.run(
+                ["psql", f"{PG}/{db}", "-tAc", "SELECT count(*) FROM usage_records"],
+                check=True, capture_output=True, text=True).stdout.strip())
+
+        def settle(timeout=120):
+            """Waits until the ledger has written what the last run queued, so no run pays
+            for the one before it."""
+            deadline = time.time() + timeout
+            metrics = f"http://127.0.0.1:{proxy_port}/metrics"
+            last = -1
+            while time.time() < deadline:
+                text = urllib.request.urlopen(metrics, timeout=5).read().decode()
+                queued = re.search(r"^cognitude_ledger_queued (\S+)$", text, re.M)
+                n = ledger_count()
+                if (queued is None or float(queued.group(1)) == 0) and n == last:
+                    return
+                last = n
+                time.sleep(0.5)
+            say("the ledger did not settle; going on")
+
         def measured(label, fn):
+            settle()
             cpu0 = proc_cpu_seconds(proxy.pid)
             up0, pg0 = proc_cpu_seconds(mock.pid), postgres_cpu_seconds()
-            tool0, all0 = children_cpu_seconds(), machine_busy_seconds()
+            tool0, (all0, steal0) = children_cpu_seconds(), machine_seconds()
             r = fn()
             cpu = proc_cpu_seconds(proxy.pid) - cpu0
             n = max(1, r["requests"])
@@ -237,14 +265,17 @@ enabled = false
             r["upstream_cpu_us_per_request"] = (proc_cpu_seconds(mock.pid) - up0) * 1e6 / n
             r["postgres_cpu_us_per_request"] = (postgres_cpu_seconds() - pg0) * 1e6 / n
             r["load_tool_cpu_us_per_request"] = (children_cpu_seconds() - tool0) * 1e6 / n
-            r["machine_cpu_us_per_request"] = (machine_busy_seconds() - all0) * 1e6 / n
+            busy, steal = machine_seconds()
+            r["machine_cpu_us_per_request"] = (busy - all0) * 1e6 / n
+            r["stolen_cpu_us_per_request"] = (steal - steal0) * 1e6 / n
             r["proxy_peak_rss_mb"] = proc_status_kb(proxy.pid, "VmHWM") / 1024
             say(f"{label}: {r['rps']:.0f} req/s p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms; "
                 f"CPU µs/req proxy {r['proxy_cpu_us_per_request']:.1f} "
                 f"upstream {r['upstream_cpu_us_per_request']:.1f} "
                 f"postgres {r['postgres_cpu_us_per_request']:.1f} "
                 f"load tool {r['load_tool_cpu_us_per_request']:.1f} "
-                f"machine {r['machine_cpu_us_per_request']:.1f}")
+                f"machine {r['machine_cpu_us_per_request']:.1f} "
+                f"(stolen {r['stolen_cpu_us_per_request']:.1f})")
             return r
 
         for c in [int(x) for x in args.concurrency.split(",")]:
@@ -291,10 +322,8 @@ enabled = false
             say(f"soak RSS {min(samples):.1f}–{max(samples):.1f} MB")
 
         # Every proxied request is in the ledger: a check that the bench ran with it on.
-        time.sleep(1)
-        count = subprocess.run(["psql", f"{PG}/{db}", "-tAc", "SELECT count(*) FROM usage_records"],
-                               check=True, capture_output=True, text=True).stdout.strip()
-        results["ledger_records"] = int(count)
+        settle()
+        results["ledger_records"] = ledger_count()
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
         print(table(results))
         say(f"raw results in {args.out}")

@@ -39,14 +39,18 @@ impl Recorder {
         started: Instant,
         store_prompts: bool,
     ) -> Recorder {
+        let created_at = cognitude_store::now_micros();
         let rec = UsageRecord {
-            id: cognitude_store::keys::new_id("rec").unwrap_or_else(|_| {
-                format!("rec_{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
-            }),
+            id: cognitude_store::keys::new_time_ordered_id("rec", created_at).unwrap_or_else(
+                |_| {
+                    let ms = created_at / 1000;
+                    format!("rec_{ms:012x}{:020x}", fastrand::u128(..) >> 48)
+                },
+            ),
             request_id: request_id.to_owned(),
             org_id: caller.org_id.clone(),
             api_key_id: caller.key_id.clone(),
-            created_at: cognitude_store::now_micros(),
+            created_at,
             endpoint: endpoint.to_owned(),
             ..UsageRecord::default()
         };
