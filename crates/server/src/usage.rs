@@ -41,12 +41,7 @@ impl Recorder {
     ) -> Recorder {
         let created_at = cognitude_store::now_micros();
         let rec = UsageRecord {
-            id: cognitude_store::keys::new_time_ordered_id("rec", created_at).unwrap_or_else(
-                |_| {
-                    let ms = created_at / 1000;
-                    format!("rec_{ms:012x}{:020x}", fastrand::u128(..) >> 48)
-                },
-            ),
+            id: cognitude_store::keys::time_ordered_id("rec", created_at, fastrand::u128(..)),
             request_id: request_id.to_owned(),
             org_id: caller.org_id.clone(),
             api_key_id: caller.key_id.clone(),
