@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cognitude_alerts::{Alerts, SystemClock};
 use cognitude_catalog::{Catalog, ModelInfo};
@@ -56,7 +56,16 @@ pub struct Background {
     /// Reads rate-limit overrides made on other replicas; stops when this value is dropped.
     pub limits: Option<JoinHandle<()>>,
     _stop_limits: tokio::sync::oneshot::Sender<()>,
+    /// Folds the metrics' pending histogram samples every [`METRICS_UPKEEP_PERIOD`], when a
+    /// metrics handle was given; stops when this value is dropped.
+    pub metrics_upkeep: Option<JoinHandle<()>>,
+    _stop_metrics: tokio::sync::oneshot::Sender<()>,
 }
+
+/// How often the Prometheus recorder's upkeep runs. The recorder keeps every histogram sample
+/// until `/metrics` is rendered or its upkeep runs, so a server that nobody scrapes would
+/// otherwise keep a few dozen bytes per request for ever.
+pub const METRICS_UPKEEP_PERIOD: Duration = Duration::from_secs(5);
 
 /// Building the state failed.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +129,12 @@ impl AppState {
                 let _ = limits_stopped.await;
             }))
         });
+        let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics_upkeep = state.metrics.clone().map(|handle| {
+            run_periodically(METRICS_UPKEEP_PERIOD, metrics_stopped, move || {
+                handle.run_upkeep();
+            })
+        });
         Ok((
             state,
             Background {
@@ -128,6 +143,8 @@ impl AppState {
                 _stop_alerts: stop,
                 limits,
                 _stop_limits: stop_limits,
+                metrics_upkeep,
+                _stop_metrics: stop_metrics,
             },
         ))
     }
@@ -288,5 +305,46 @@ impl AppState {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
+    }
+}
+
+/// Runs `f` now and then every `period` until `stop` resolves (or its sender is dropped).
+fn run_periodically(
+    period: Duration,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+    mut f: impl FnMut() + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tick.tick() => f(),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[tokio::test(start_paused = true)]
+    async fn periodic_task_runs_on_its_period_and_stops_when_its_owner_goes() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let counted = runs.clone();
+        let task = run_periodically(Duration::from_secs(5), stopped, move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        // Runs at 0 s, 5 s and 10 s.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+        drop(stop);
+        task.await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
     }
 }
