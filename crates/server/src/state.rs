@@ -52,14 +52,14 @@ pub struct Background {
     pub ledger_writer: JoinHandle<()>,
     /// The alert evaluator, when `alerts.enabled`; it stops when this value is dropped.
     pub alerts: Option<JoinHandle<()>>,
-    _stop_alerts: tokio::sync::oneshot::Sender<()>,
     /// Reads rate-limit overrides made on other replicas; stops when this value is dropped.
     pub limits: Option<JoinHandle<()>>,
-    _stop_limits: tokio::sync::oneshot::Sender<()>,
     /// Folds the metrics' pending histogram samples every [`METRICS_UPKEEP_PERIOD`], when a
     /// metrics handle was given; stops when this value is dropped.
     pub metrics_upkeep: Option<JoinHandle<()>>,
-    _stop_metrics: tokio::sync::oneshot::Sender<()>,
+    /// Dropped with this value, which stops the tasks above (not the ledger writer, which
+    /// stops when the last `Ledger` handle goes).
+    _stop: tokio::sync::watch::Sender<()>,
 }
 
 /// How often the Prometheus recorder's upkeep runs. The recorder keeps every histogram sample
@@ -114,24 +114,27 @@ impl AppState {
         );
         let cache = crate::cache::CacheLayer::build(&settings.cache).await?;
         let state = AppState::build(settings, metrics, store, ledger, cache)?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let alerts = state.settings.alerts_enabled.then(|| {
-            tokio::spawn(state.alerts().clone().run(async move {
-                let _ = stopped.await;
-            }))
-        });
+        // One signal stops every task below: dropping `Background` drops its sender.
+        let (stop, stop_rx) = tokio::sync::watch::channel(());
+        let stopped = || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.changed().await;
+            }
+        };
+        let alerts = state
+            .settings
+            .alerts_enabled
+            .then(|| tokio::spawn(state.alerts().clone().run(stopped())));
         if let Some(l) = state.limits() {
             l.wait_connected(std::time::Duration::from_secs(2)).await;
         }
-        let (stop_limits, limits_stopped) = tokio::sync::oneshot::channel::<()>();
-        let limits = state.limits.clone().map(|l| {
-            tokio::spawn(l.run_refresh(async move {
-                let _ = limits_stopped.await;
-            }))
-        });
-        let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        let limits = state
+            .limits
+            .clone()
+            .map(|l| tokio::spawn(l.run_refresh(stopped())));
         let metrics_upkeep = state.metrics.clone().map(|handle| {
-            run_periodically(METRICS_UPKEEP_PERIOD, metrics_stopped, move || {
+            run_periodically(METRICS_UPKEEP_PERIOD, stopped(), move || {
                 handle.run_upkeep();
             })
         });
@@ -140,11 +143,9 @@ impl AppState {
             Background {
                 ledger_writer,
                 alerts,
-                _stop_alerts: stop,
                 limits,
-                _stop_limits: stop_limits,
                 metrics_upkeep,
-                _stop_metrics: stop_metrics,
+                _stop: stop,
             },
         ))
     }
@@ -308,13 +309,14 @@ impl AppState {
     }
 }
 
-/// Runs `f` now and then every `period` until `stop` resolves (or its sender is dropped).
+/// Runs `f` now and then every `period` until `stop` resolves.
 fn run_periodically(
     period: Duration,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
     mut f: impl FnMut() + Send + 'static,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
+        let mut stop = std::pin::pin!(stop);
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -336,6 +338,9 @@ mod tests {
         let runs = Arc::new(AtomicUsize::new(0));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let counted = runs.clone();
+        let stopped = async move {
+            let _ = stopped.await;
+        };
         let task = run_periodically(Duration::from_secs(5), stopped, move || {
             counted.fetch_add(1, Ordering::SeqCst);
         });
