@@ -95,8 +95,17 @@ impl fmt::Display for Money {
         if frac == 0 {
             return write!(f, "{sign}{whole}");
         }
-        let digits = format!("{frac:012}");
-        write!(f, "{sign}{whole}.{}", digits.trim_end_matches('0'))
+        // The 12 decimals without trailing zeros, written without an allocation (cost headers
+        // are written on every response).
+        let mut digits = [b'0'; 12];
+        let mut rest = frac;
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        let len = 12 - digits.iter().rev().take_while(|&&d| d == b'0').count();
+        let decimals = std::str::from_utf8(&digits[..len]).map_err(|_| fmt::Error)?;
+        write!(f, "{sign}{whole}.{decimals}")
     }
 }
 

@@ -1357,7 +1357,10 @@ mod tests {
             client.clone(),
         )
         .unwrap();
-        assert_eq!(p.endpoint.url, "https://api.anthropic.com/v1/messages");
+        assert_eq!(
+            p.endpoint.uri.to_string(),
+            "https://api.anthropic.com/v1/messages"
+        );
         assert_eq!(p.endpoint.headers["x-api-key"], "sk-ant-test");
         assert!(p.endpoint.headers["x-api-key"].is_sensitive());
         assert_eq!(p.endpoint.headers["anthropic-version"], ANTHROPIC_VERSION);

@@ -196,7 +196,8 @@ impl UpstreamResponse {
 /// Where a provider posts its requests: the URL and the headers every request carries.
 #[derive(Debug, Clone)]
 pub(crate) struct Endpoint {
-    pub(crate) url: String,
+    /// Parsed once: every request reuses it.
+    pub(crate) uri: http::Uri,
     pub(crate) headers: HeaderMap,
 }
 
@@ -231,16 +232,17 @@ impl Endpoint {
             headers.insert(name, value);
         }
         let url = format!("{}/{path}", base_url.trim_end_matches('/'));
-        url.parse::<http::Uri>()
+        let uri = url
+            .parse::<http::Uri>()
             .map_err(|e| Error::Config(format!("invalid base URL '{base_url}': {e}")))?;
-        Ok(Endpoint { url, headers })
+        Ok(Endpoint { uri, headers })
     }
 
     /// Posts a JSON body; a non-success status becomes an [`Error::Status`].
     pub async fn post(&self, client: &HttpClient, body: Vec<u8>) -> Result<UpstreamResponse> {
         let mut req = http::Request::builder()
             .method(http::Method::POST)
-            .uri(&self.url)
+            .uri(self.uri.clone())
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| Error::Config(e.to_string()))?;
         *req.headers_mut() = self.headers.clone();

@@ -53,10 +53,16 @@ impl Provider for OpenAiProvider {
     }
 
     async fn complete(&self, req: &ChatRequest) -> Result<ChatCompletion> {
-        let mut req = req.clone();
-        req.stream = None;
-        req.stream_options = None;
-        let body = serde_json::to_vec(&req).map_err(|e| Error::Protocol(e.to_string()))?;
+        // Most requests carry no stream fields: they are sent as they are, without a copy.
+        let body = if req.stream.is_none() && req.stream_options.is_none() {
+            serde_json::to_vec(req)
+        } else {
+            let mut req = req.clone();
+            req.stream = None;
+            req.stream_options = None;
+            serde_json::to_vec(&req)
+        }
+        .map_err(|e| Error::Protocol(e.to_string()))?;
         let mut resp = self.post(body).await?;
         let bytes = resp.read_all(MAX_RESPONSE_BYTES).await?;
         serde_json::from_slice(&bytes)

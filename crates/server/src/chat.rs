@@ -1,6 +1,7 @@
 //! `POST /v1/chat/completions`: validate, resolve the model, call the upstream with retries and
 //! fallbacks, and answer as JSON or as an SSE stream forwarded chunk by chunk.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -531,10 +532,13 @@ impl Forwarder {
 }
 
 /// The request as the route's upstream should see it.
-fn for_route(req: &ChatRequest, route: &Route) -> ChatRequest {
+fn for_route<'a>(req: &'a ChatRequest, route: &Route) -> Cow<'a, ChatRequest> {
+    if req.model == route.upstream_model {
+        return Cow::Borrowed(req);
+    }
     let mut r = req.clone();
     r.model.clone_from(&route.upstream_model);
-    r
+    Cow::Owned(r)
 }
 
 /// Calls `attempt` on the route, retrying retryable failures with jittered exponential backoff
@@ -565,13 +569,18 @@ where
                 Err(e) if e.is_retryable() => "retryable_error",
                 Err(_) => "error",
             };
-            metrics::histogram!(
-                m::UPSTREAM_DURATION,
-                "provider" => r.provider.name().to_owned(),
-                "model" => r.name.clone(),
-                "outcome" => outcome
-            )
-            .record(started.elapsed().as_secs_f64());
+            let took = started.elapsed().as_secs_f64();
+            if result.is_ok() {
+                r.metrics().upstream_ok.record(took);
+            } else {
+                metrics::histogram!(
+                    m::UPSTREAM_DURATION,
+                    "provider" => r.provider.name().to_owned(),
+                    "model" => r.name.clone(),
+                    "outcome" => outcome
+                )
+                .record(took);
+            }
             match result {
                 Ok(value) => return Ok(Answered { value, route: r }),
                 Err(e) if !e.is_retryable() => return Err(e.into()),
@@ -632,14 +641,13 @@ pub(crate) fn cost_of(state: &AppState, route: &Route, usage: &Usage) -> Option<
 
 fn record_usage(route: &Route, usage: Option<&Usage>, cost: Option<Money>) {
     let Some(u) = usage else { return };
-    let model = route.name.clone();
-    metrics::counter!(m::TOKENS, "model" => model.clone(), "kind" => "prompt")
-        .increment(u.prompt_tokens);
-    metrics::counter!(m::TOKENS, "model" => model.clone(), "kind" => "completion")
-        .increment(u.completion_tokens);
+    let series = route.metrics();
+    series.prompt_tokens.increment(u.prompt_tokens);
+    series.completion_tokens.increment(u.completion_tokens);
     if let Some(c) = cost {
-        let nano = u64::try_from(c.nano_rounded()).unwrap_or(0);
-        metrics::counter!(m::COST_NANO, "model" => model).increment(nano);
+        series
+            .cost_nano
+            .increment(u64::try_from(c.nano_rounded()).unwrap_or(0));
     }
 }
 

@@ -418,7 +418,11 @@ fn request_id(headers: &HeaderMap) -> String {
             return v.to_owned();
         }
     }
-    format!("req_{:016x}{:08x}", fastrand::u64(..), fastrand::u32(..))
+    let mut id = String::with_capacity(28);
+    id.push_str("req_");
+    cognitude_store::keys::push_hex(&mut id, u128::from(fastrand::u64(..)), 16);
+    cognitude_store::keys::push_hex(&mut id, u128::from(fastrand::u32(..)), 8);
+    id
 }
 
 fn endpoint_label(path: &str) -> &'static str {
@@ -707,6 +711,9 @@ mod tests {
         h.insert("x-request-id", HeaderValue::from_static("has space"));
         assert!(request_id(&h).starts_with("req_"));
         assert_ne!(request_id(&HeaderMap::new()), request_id(&HeaderMap::new()));
+        let id = request_id(&HeaderMap::new());
+        assert_eq!(id.len(), 28, "{id}");
+        assert!(id[4..].bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
     }
 
     #[test]

@@ -25,6 +25,35 @@ pub struct Route {
     pub upstream_model: String,
     pub catalog_id: String,
     pub fallbacks: Vec<String>,
+    /// The route's metric handles, registered on first use (after the recorder is installed),
+    /// so a request does not look its series up by name.
+    pub(crate) metrics: Arc<std::sync::OnceLock<RouteMetrics>>,
+}
+
+/// The series every answered call of a route updates.
+#[derive(Debug)]
+pub(crate) struct RouteMetrics {
+    pub prompt_tokens: metrics::Counter,
+    pub completion_tokens: metrics::Counter,
+    pub cost_nano: metrics::Counter,
+    pub upstream_ok: metrics::Histogram,
+}
+
+impl Route {
+    pub(crate) fn metrics(&self) -> &RouteMetrics {
+        use crate::metrics_names as m;
+        self.metrics.get_or_init(|| RouteMetrics {
+            prompt_tokens: metrics::counter!(m::TOKENS, "model" => self.name.clone(), "kind" => "prompt"),
+            completion_tokens: metrics::counter!(m::TOKENS, "model" => self.name.clone(), "kind" => "completion"),
+            cost_nano: metrics::counter!(m::COST_NANO, "model" => self.name.clone()),
+            upstream_ok: metrics::histogram!(
+                m::UPSTREAM_DURATION,
+                "provider" => self.provider.name().to_owned(),
+                "model" => self.name.clone(),
+                "outcome" => "ok"
+            ),
+        })
+    }
 }
 
 /// Everything a request needs, shared by all connections.
@@ -206,6 +235,7 @@ impl AppState {
                     upstream_model: r.upstream_model.clone(),
                     catalog_id: r.catalog_id.clone(),
                     fallbacks: r.fallbacks.clone(),
+                    metrics: Arc::default(),
                 },
             );
         }

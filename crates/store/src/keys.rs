@@ -75,12 +75,49 @@ pub fn new_id(kind: &str) -> Result<String> {
 pub fn time_ordered_id(kind: &str, unix_micros: i64, random: u128) -> String {
     let ms = u64::try_from(unix_micros / 1000).unwrap_or(0) & 0xffff_ffff_ffff;
     let low = random & ((1u128 << 80) - 1);
-    format!("{kind}_{ms:012x}{low:020x}")
+    let mut id = String::with_capacity(kind.len() + 1 + 32);
+    id.push_str(kind);
+    id.push('_');
+    push_hex(&mut id, u128::from(ms), 12);
+    push_hex(&mut id, low, 20);
+    id
+}
+
+/// Appends the low `digits` hex digits of `value`, zero-padded, lower case: what
+/// `format!("{value:0digits$x}")` gives, without the formatting machinery (ids are made on
+/// every request).
+pub fn push_hex(out: &mut String, value: u128, digits: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..digits.min(32)).rev() {
+        let nibble = (value >> (i * 4)) & 0xf;
+        out.push(char::from(HEX[nibble as usize]));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn push_hex_is_zero_padded_lower_case_hex() {
+        for (v, d) in [
+            (0u128, 1),
+            (0xabc, 12),
+            (u128::MAX, 32),
+            (u128::MAX, 20),
+            (1 << 79, 20),
+        ] {
+            let mut s = String::from("x");
+            push_hex(&mut s, v, d);
+            let width = d as usize;
+            let mask = if d == 32 {
+                u128::MAX
+            } else {
+                (1u128 << (4 * d)) - 1
+            };
+            assert_eq!(s, format!("x{:0width$x}", v & mask), "{v} {d}");
+        }
+    }
 
     #[test]
     fn time_ordered_ids_sort_by_time_and_keep_80_random_bits() {
