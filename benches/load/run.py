@@ -146,6 +146,36 @@ def ttft(url, body, headers, n):
     return {"p50_ms": q(0.5), "p90_ms": q(0.9), "p99_ms": q(0.99), "n": n}
 
 
+def proxy_config(proxy_port, mock_port, db, tmp, ratelimit=True):
+    """The proxy's configuration for the bench: authentication, rate limits set high enough
+    never to refuse, the memory cache, the ledger on PostgreSQL and metrics, all on."""
+    return f"""
+[server]
+listen = "127.0.0.1:{proxy_port}"
+[log]
+level = "warn"
+[providers.up]
+kind = "openai"
+base_url = "http://127.0.0.1:{mock_port}/v1"
+api_key = "sk-bench"
+[[models]]
+name = "gpt-4o-mini"
+provider = "up"
+[database]
+url = "{PG}/{db}"
+[ledger]
+spill_path = "{tmp}/ledger.spill"
+[cache]
+enabled = true
+[ratelimit]
+enabled = {"true" if ratelimit else "false"}
+requests_per_minute = 1000000000
+tokens_per_minute = 1000000000000
+[alerts]
+enabled = false
+"""
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10, help="seconds per run")
@@ -174,31 +204,8 @@ def main():
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(mock)
         cfg = tmp / "cognitude.toml"
-        cfg.write_text(f"""
-[server]
-listen = "127.0.0.1:{proxy_port}"
-[log]
-level = "warn"
-[providers.up]
-kind = "openai"
-base_url = "http://127.0.0.1:{mock_port}/v1"
-api_key = "sk-bench"
-[[models]]
-name = "gpt-4o-mini"
-provider = "up"
-[database]
-url = "{PG}/{db}"
-[ledger]
-spill_path = "{tmp}/ledger.spill"
-[cache]
-enabled = true
-[ratelimit]
-enabled = {"false" if args.no_ratelimit else "true"}
-requests_per_minute = 1000000000
-tokens_per_minute = 1000000000000
-[alerts]
-enabled = false
-""")
+        cfg.write_text(proxy_config(proxy_port, mock_port, db, tmp,
+                                    ratelimit=not args.no_ratelimit))
         cli = lambda *a: subprocess.run([target / "cognitude", "--config", cfg, *a], check=True,
                                         capture_output=True, text=True).stdout
         cli("orgs", "create", "bench")
