@@ -19,13 +19,11 @@ import argparse
 import json
 import re
 import shutil
-import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from run import PG, ROOT, free_port, proxy_config, say, wait_http
+from run import say, services
 
 WARMUP = 200
 CONCURRENCY = 4
@@ -84,34 +82,10 @@ def main():
             raise SystemExit(f"{tool} is not installed (oha: cargo install oha; the others: "
                              "Debian's valgrind)")
 
-    say("building release binaries")
-    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "cognitude",
-                    "-p", "cognitude-mock-llm"], check=True, cwd=ROOT)
-    target = ROOT / "target" / "release"
-    tmp = Path(tempfile.mkdtemp(prefix="cognitude-instructions-"))
-    db = f"cognitude_instructions_{int(time.time())}"
-    procs = []
-    try:
-        subprocess.run(["psql", PG + "/postgres", "-qc", f"CREATE DATABASE {db}"], check=True)
-        mock_port, proxy_port = free_port(), free_port()
-        mock = subprocess.Popen([target / "mock-llm", "--port", str(mock_port),
-                                 "--answer", "The answer is 42."],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(mock)
-        cfg = tmp / "cognitude.toml"
-        cfg.write_text(proxy_config(proxy_port, mock_port, db, tmp))
-        cli = lambda *a: subprocess.run([target / "cognitude", "--config", cfg, *a], check=True,
-                                        capture_output=True, text=True).stdout
-        cli("orgs", "create", "bench")
-        key = cli("keys", "create", "--org", "bench").strip().splitlines()[-1]
-        proxy = subprocess.Popen(["valgrind", "--tool=callgrind",
-                                  f"--callgrind-out-file={tmp}/cg.%p",
-                                  target / "cognitude", "--config", cfg, "serve"],
-                                 stdout=subprocess.DEVNULL, stderr=open(tmp / "proxy.log", "w"))
-        procs.append(proxy)
-        wait_http(f"http://127.0.0.1:{proxy_port}/health", timeout=180)
-        wait_http(f"http://127.0.0.1:{mock_port}/v1/models")
-
+    with services("instructions", wrapper=["valgrind", "--tool=callgrind",
+                                           "--callgrind-out-file={tmp}/cg.%p"],
+                  health_timeout=180) as sv:
+        proxy, key, proxy_port, tmp = sv.proxy, sv.key, sv.proxy_port, sv.tmp
         url = f"http://127.0.0.1:{proxy_port}/v1/chat/completions"
         auth = f"authorization: Bearer {key}"
         paths = [
@@ -147,16 +121,6 @@ def main():
         if args.out:
             Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
             say(f"figures in {args.out}")
-    finally:
-        for p in reversed(procs):
-            p.send_signal(signal.SIGINT)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        subprocess.run(["psql", PG + "/postgres", "-qc", f"DROP DATABASE IF EXISTS {db}"])
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ direct. Every run is bounded in time. See benches/load/README.md.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 import urllib.request
 from pathlib import Path
 
@@ -176,6 +178,52 @@ enabled = false
 """
 
 
+@contextlib.contextmanager
+def services(name, ratelimit=True, wrapper=(), health_timeout=30):
+    """Builds the release binaries, then runs mock-llm and the proxy (its command prefixed by
+    `wrapper`, valgrind say, where `{tmp}` stands for the run's scratch directory) with `proxy_config` on a database of its own and an organization
+    with one key. Yields what it started; stops both and drops the database on the way out."""
+    say("building release binaries")
+    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "cognitude",
+                    "-p", "cognitude-mock-llm"], check=True, cwd=ROOT)
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
+    tmp = Path(tempfile.mkdtemp(prefix=f"cognitude-{name}-"))
+    procs = []
+    db = f"cognitude_{name}_{os.getpid()}"
+    try:
+        subprocess.run(["psql", PG + "/postgres", "-qc", f"CREATE DATABASE {db}"], check=True)
+        mock_port, proxy_port = free_port(), free_port()
+        mock = subprocess.Popen([target / "mock-llm", "--port", str(mock_port),
+                                 "--answer", "The answer is 42."],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(mock)
+        cfg = tmp / "cognitude.toml"
+        cfg.write_text(proxy_config(proxy_port, mock_port, db, tmp, ratelimit=ratelimit))
+        cli = lambda *a: subprocess.run([target / "cognitude", "--config", cfg, *a], check=True,
+                                        capture_output=True, text=True).stdout
+        cli("orgs", "create", "bench")
+        key = cli("keys", "create", "--org", "bench").strip().splitlines()[-1]
+        command = [w.format(tmp=tmp) for w in wrapper]
+        command += [target / "cognitude", "--config", cfg, "serve"]
+        proxy = subprocess.Popen(command,
+                                 stdout=subprocess.DEVNULL, stderr=open(tmp / "proxy.log", "w"))
+        procs.append(proxy)
+        wait_http(f"http://127.0.0.1:{proxy_port}/health", timeout=health_timeout)
+        wait_http(f"http://127.0.0.1:{mock_port}/v1/models")
+        yield types.SimpleNamespace(mock=mock, proxy=proxy, key=key, db=db, tmp=tmp,
+                                    mock_port=mock_port, proxy_port=proxy_port)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        subprocess.run(["psql", PG + "/postgres", "-qc", f"DROP DATABASE IF EXISTS {db}"])
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10, help="seconds per run")
@@ -189,32 +237,9 @@ def main():
     if not shutil.which("oha"):
         raise SystemExit("oha is not installed: cargo install oha")
 
-    say("building release binaries")
-    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "cognitude",
-                    "-p", "cognitude-mock-llm"], check=True, cwd=ROOT)
-    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
-    tmp = Path(tempfile.mkdtemp(prefix="cognitude-load-"))
-    procs = []
-    db = f"cognitude_load_{os.getpid()}"
-    try:
-        subprocess.run(["psql", PG + "/postgres", "-qc", f"CREATE DATABASE {db}"], check=True)
-        mock_port, proxy_port = free_port(), free_port()
-        mock = subprocess.Popen([target / "mock-llm", "--port", str(mock_port),
-                                 "--answer", "The answer is 42."],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(mock)
-        cfg = tmp / "cognitude.toml"
-        cfg.write_text(proxy_config(proxy_port, mock_port, db, tmp,
-                                    ratelimit=not args.no_ratelimit))
-        cli = lambda *a: subprocess.run([target / "cognitude", "--config", cfg, *a], check=True,
-                                        capture_output=True, text=True).stdout
-        cli("orgs", "create", "bench")
-        key = cli("keys", "create", "--org", "bench").strip().splitlines()[-1]
-        proxy = subprocess.Popen([target / "cognitude", "--config", cfg, "serve"],
-                                 stdout=subprocess.DEVNULL, stderr=open(tmp / "proxy.log", "w"))
-        procs.append(proxy)
-        wait_http(f"http://127.0.0.1:{proxy_port}/health")
-        wait_http(f"http://127.0.0.1:{mock_port}/v1/models")
+    with services("load", ratelimit=not args.no_ratelimit) as sv:
+        mock, proxy, key, db = sv.mock, sv.proxy, sv.key, sv.db
+        mock_port, proxy_port = sv.mock_port, sv.proxy_port
         time.sleep(1)
         idle_rss_mb = proc_status_kb(proxy.pid, "VmRSS") / 1024
         say(f"proxy idle RSS {idle_rss_mb:.1f} MB")
@@ -334,16 +359,6 @@ def main():
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
         print(table(results))
         say(f"raw results in {args.out}")
-    finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        subprocess.run(["psql", PG + "/postgres", "-qc", f"DROP DATABASE IF EXISTS {db}"])
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def machine():
