@@ -564,22 +564,16 @@ where
         for n in 0..=policy.max_retries {
             let started = Instant::now();
             let result = attempt(r).await;
-            let outcome = match &result {
-                Ok(_) => "ok",
-                Err(e) if e.is_retryable() => "retryable_error",
-                Err(_) => "error",
-            };
             let took = started.elapsed().as_secs_f64();
-            if result.is_ok() {
-                r.metrics().upstream_ok.record(took);
-            } else {
-                metrics::histogram!(
+            match &result {
+                Ok(_) => r.metrics().upstream_ok.record(took),
+                Err(e) => metrics::histogram!(
                     m::UPSTREAM_DURATION,
                     "provider" => r.provider.name().to_owned(),
                     "model" => r.name.clone(),
-                    "outcome" => outcome
+                    "outcome" => if e.is_retryable() { "retryable_error" } else { "error" }
                 )
-                .record(took);
+                .record(took),
             }
             match result {
                 Ok(value) => return Ok(Answered { value, route: r }),
