@@ -206,7 +206,7 @@ fn replays(c: &mut Criterion) -> BenchResult<()> {
     let mut g = c.benchmark_group("cache/replay");
     let r = response(1000)?;
     g.bench_function("1kb_completion_to_chunks", |b| {
-        b.iter(|| replay(black_box(&r.completion), ReplayOptions::new(true)))
+        b.iter(|| replay(black_box(r.completion()), ReplayOptions::new(true)))
     });
     g.finish();
     Ok(())

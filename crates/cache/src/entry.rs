@@ -1,27 +1,35 @@
 //! What the cache stores: a complete response and what it cost, and its encoding for the
 //! backends that keep bytes.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use cognitude_protocol::ChatCompletion;
 use serde::{Deserialize, Serialize};
 
 use crate::{CacheKey, Error, Result};
 
 /// A complete, successful upstream response with the facts a hit reports.
+///
+/// Immutable once made: its JSON for clients ([`CachedResponse::completion_json`]) and its stored
+/// size ([`CachedResponse::encoded_len`]) are encoded at most once and then shared by the
+/// response to the client that caused the upstream call, the policy's size check, the memory
+/// tier's weigher and every memory hit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CachedResponse {
     /// The response exactly as the upstream sent it (or as its stream assembled).
-    pub completion: ChatCompletion,
+    completion: ChatCompletion,
     /// The model that answered (after routing and fallbacks).
-    pub model: String,
+    model: String,
     /// The provider that answered.
-    pub provider: String,
+    provider: String,
     /// What the original call cost, in picodollars: what each hit saves.
-    pub cost_picodollars: i64,
+    cost_picodollars: i64,
     /// When the upstream answered, in milliseconds since the Unix epoch.
-    pub created_unix_ms: u64,
+    created_unix_ms: u64,
+    #[serde(skip)]
+    encoded: Encoded,
 }
 
 impl CachedResponse {
@@ -38,16 +46,99 @@ impl CachedResponse {
             provider: provider.into(),
             cost_picodollars,
             created_unix_ms: unix_ms(SystemTime::now()),
+            encoded: Encoded::default(),
         }
     }
 
+    /// The response exactly as the upstream sent it (or as its stream assembled).
+    pub fn completion(&self) -> &ChatCompletion {
+        &self.completion
+    }
+
+    /// The model that answered (after routing and fallbacks).
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// The provider that answered.
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    /// What the original call cost, in picodollars: what each hit saves.
+    pub fn cost_picodollars(&self) -> i64 {
+        self.cost_picodollars
+    }
+
+    /// When the upstream answered, in milliseconds since the Unix epoch.
+    pub fn created_unix_ms(&self) -> u64 {
+        self.created_unix_ms
+    }
+
+    /// The completion as JSON, the body a client receives; encoded on the first call and shared
+    /// (a reference-counted buffer) after that.
+    pub fn completion_json(&self) -> Bytes {
+        self.encoded
+            .completion
+            .get_or_init(|| {
+                // The protocol types always serialize: their maps have string keys.
+                Bytes::from(serde_json::to_vec(&self.completion).unwrap_or_default())
+            })
+            .clone()
+    }
+
     /// The size of the stored JSON, which the memory tier's byte bound and the policy's entry
-    /// size limit count. Computed without allocating the JSON.
+    /// size limit count. Worked out once, from [`CachedResponse::completion_json`] and the
+    /// length of the other fields' JSON, without building the whole JSON.
     pub fn encoded_len(&self) -> usize {
-        let mut counter = ByteCounter(0);
-        // Writing into a counter cannot fail and the types always serialize.
-        let _ = serde_json::to_writer(&mut counter, self);
-        counter.0
+        *self.encoded.len.get_or_init(|| {
+            // The same fields in the same order with the completion left out: serde_json writes
+            // a field's value in place, so the whole is this minus `null` plus the completion.
+            let shape = Shape {
+                completion: (),
+                model: &self.model,
+                provider: &self.provider,
+                cost_picodollars: self.cost_picodollars,
+                created_unix_ms: self.created_unix_ms,
+            };
+            let mut counter = ByteCounter(0);
+            // Writing into a counter cannot fail and the fields always serialize.
+            let _ = serde_json::to_writer(&mut counter, &shape);
+            counter.0 - "null".len() + self.completion_json().len()
+        })
+    }
+}
+
+/// [`CachedResponse`]'s fields with the completion left out; kept in the same order.
+#[derive(Serialize)]
+struct Shape<'a> {
+    completion: (),
+    model: &'a str,
+    provider: &'a str,
+    cost_picodollars: i64,
+    created_unix_ms: u64,
+}
+
+/// What [`CachedResponse`] has encoded of itself. A cache of its other fields, which cannot
+/// change: equal whatever it holds.
+#[derive(Clone, Default)]
+struct Encoded {
+    completion: OnceLock<Bytes>,
+    len: OnceLock<usize>,
+}
+
+impl PartialEq for Encoded {
+    fn eq(&self, _: &Encoded) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoded")
+            .field("completion_bytes", &self.completion.get().map(Bytes::len))
+            .field("len", &self.len.get())
+            .finish()
     }
 }
 
@@ -234,7 +325,29 @@ pub(crate) mod tests {
 
     #[test]
     fn encoded_len_is_the_json_length() {
-        let r = CachedResponse::new(completion("héllo"), "m", "p", -5);
+        let r = CachedResponse::new(completion("héllo \"q\" \u{1}"), "m\"1", "p\\", -5);
         assert_eq!(r.encoded_len(), serde_json::to_vec(&r).unwrap().len());
+        // Asked again, and asked of a copy made after the first answer.
+        assert_eq!(r.encoded_len(), serde_json::to_vec(&r).unwrap().len());
+        assert_eq!(r.clone().encoded_len(), r.encoded_len());
+        let fresh = CachedResponse::new(completion("x"), "m", "p", i64::MIN);
+        assert_eq!(
+            fresh.encoded_len(),
+            serde_json::to_vec(&fresh).unwrap().len()
+        );
+    }
+
+    #[test]
+    fn completion_json_is_the_completion_serialized_once() {
+        let r = CachedResponse::new(completion("hello"), "m", "p", 0);
+        let first = r.completion_json();
+        assert_eq!(first, serde_json::to_vec(r.completion()).unwrap());
+        // The same buffer, not a second encoding.
+        assert_eq!(r.completion_json().as_ptr(), first.as_ptr());
+        // Equality and the stored JSON ignore what was encoded.
+        let decoded: CachedResponse =
+            serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
+        assert_eq!(decoded, r);
+        assert_eq!(decoded.completion_json(), first);
     }
 }

@@ -45,7 +45,7 @@
 //! // The next identical request, streamed or not, hits.
 //! let hit = cache.lookup(&key).await.ok_or("expected a hit")?;
 //! assert_eq!(hit.status().as_str(), "hit-memory");
-//! let chunks = replay(&hit.entry.response.completion, ReplayOptions::new(request.wants_stream_usage()));
+//! let chunks = replay(hit.entry.response.completion(), ReplayOptions::new(request.wants_stream_usage()));
 //! assert_eq!(chunks.last().and_then(|c| c.choices[0].finish_reason.as_deref()), Some("stop"));
 //!
 //! // Another organization asking the same thing misses.

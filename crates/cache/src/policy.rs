@@ -97,7 +97,7 @@ impl CachePolicy {
 
     /// [`CachePolicy::check_completion`] and the entry size limit.
     pub fn check(&self, response: &CachedResponse) -> Result<(), Uncacheable> {
-        self.check_completion(&response.completion)?;
+        self.check_completion(response.completion())?;
         let bytes = response.encoded_len();
         if bytes > self.max_entry_bytes {
             return Err(Uncacheable::TooLarge {

@@ -20,13 +20,39 @@ use crate::error::ApiError;
 use crate::json_response;
 use crate::state::AppState;
 
-/// A completion an upstream call produced, shared with coalesced callers.
+/// A completion an upstream call produced, shared with coalesced callers. It is made in the
+/// form the cache stores, so storing it copies nothing and its JSON is encoded once for the
+/// client's body and the cache's size checks.
 #[derive(Debug, Clone)]
 pub(crate) struct Answer {
-    pub completion: ChatCompletion,
-    pub route: String,
-    pub provider: String,
+    /// The completion, the route that answered it (`model`) and its provider.
+    pub response: Arc<CachedResponse>,
+    /// `None` when the route's price is unknown.
     pub cost: Option<Money>,
+}
+
+impl Answer {
+    pub fn new(
+        completion: ChatCompletion,
+        route: &str,
+        provider: &str,
+        cost: Option<Money>,
+    ) -> Self {
+        let pico = cost.map_or(0, |c| i64::try_from(c.pico()).unwrap_or(i64::MAX));
+        Answer {
+            response: Arc::new(CachedResponse::new(completion, route, provider, pico)),
+            cost,
+        }
+    }
+
+    pub fn completion(&self) -> &ChatCompletion {
+        self.response.completion()
+    }
+
+    /// The route that answered.
+    pub fn route(&self) -> &str {
+        self.response.model()
+    }
 }
 
 /// The cache as the server uses it.
@@ -95,20 +121,11 @@ impl CacheLayer {
         let Some(ttl) = self.policy.ttl(model_requested, directives) else {
             return;
         };
-        let cost = answer
-            .cost
-            .map_or(0, |c| i64::try_from(c.pico()).unwrap_or(i64::MAX));
-        let entry = CachedResponse::new(
-            answer.completion.clone(),
-            answer.route.clone(),
-            answer.provider.clone(),
-            cost,
-        );
-        if let Err(why) = self.policy.check(&entry) {
+        if let Err(why) = self.policy.check(&answer.response) {
             tracing::debug!(reason = %why, "response not cached");
             return;
         }
-        self.tiered.store(key, Arc::new(entry), ttl).await;
+        self.tiered.store(key, answer.response.clone(), ttl).await;
     }
 }
 

@@ -165,26 +165,26 @@ fn serve_hit(
     let status = hit.status();
     let cached = &hit.entry.response;
     recorder.answered(
-        &cached.model,
-        &cached.provider,
-        cached.completion.usage.as_ref(),
+        cached.model(),
+        cached.provider(),
+        cached.completion().usage.as_ref(),
         false,
         Some(Money::ZERO),
     );
     let r = recorder.rec();
     r.cache_status = Some(status.as_str().to_owned());
-    r.cache_saved_pico = cached.cost_picodollars;
+    r.cache_saved_pico = cached.cost_picodollars();
     metrics::counter!(m::CACHE, "status" => status.as_str()).increment(1);
     let (body, content_type) = if req.is_stream() {
         (
-            cache::replay_body(&cached.completion, req.wants_stream_usage()),
+            Bytes::from(cache::replay_body(
+                cached.completion(),
+                req.wants_stream_usage(),
+            )),
             "text/event-stream",
         )
     } else {
-        (
-            serde_json::to_vec(&cached.completion).unwrap_or_default(),
-            "application/json",
-        )
+        (cached.completion_json(), "application/json")
     };
     let mut resp = Response::new(ResponseBody::full(body));
     let h = resp.headers_mut();
@@ -192,10 +192,10 @@ fn serve_hit(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static(content_type),
     );
-    if let Ok(v) = HeaderValue::from_str(&cached.model) {
+    if let Ok(v) = HeaderValue::from_str(cached.model()) {
         h.insert("x-cognitude-model", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&cached.provider) {
+    if let Ok(v) = HeaderValue::from_str(cached.provider()) {
         h.insert("x-cognitude-provider", v);
     }
     headers::cost(h, Money::ZERO);
@@ -221,12 +221,12 @@ async fn answer(
         .as_ref()
         .and_then(|u| cost_of(state, used, u));
     record_usage(used, completion.usage.as_ref(), cost);
-    Ok(Arc::new(Answer {
+    Ok(Arc::new(Answer::new(
         completion,
-        route: used.name.clone(),
-        provider: used.provider.name().to_owned(),
+        &used.name,
+        used.provider.name(),
         cost,
-    }))
+    )))
 }
 
 async fn complete(
@@ -262,7 +262,7 @@ async fn complete(
         if shared {
             0
         } else {
-            used_tokens(ans.completion.usage.as_ref())
+            used_tokens(ans.completion().usage.as_ref())
         },
     );
     if !shared && let Some((layer, key)) = plan.storable() {
@@ -270,12 +270,12 @@ async fn complete(
             .store_answer(&key, &req.model, &plan.directives, &ans)
             .await;
     }
-    let completion = &ans.completion;
+    let completion = ans.completion();
     // A caller that waited on another's identical call made no call of its own: it costs nothing.
     let cost = if shared { Some(Money::ZERO) } else { ans.cost };
     recorder.answered(
-        &ans.route,
-        &ans.provider,
+        ans.route(),
+        ans.response.provider(),
         completion.usage.as_ref(),
         false,
         cost,
@@ -296,22 +296,20 @@ async fn complete(
     });
     metrics::counter!(m::CACHE, "status" => plan.status.as_str()).increment(1);
 
-    let body = serde_json::to_vec(completion)
-        .map_err(|e| ApiError::Internal(format!("could not encode the completion: {e}")))?;
-    let mut resp = Response::new(ResponseBody::full(body));
+    let mut resp = Response::new(ResponseBody::full(ans.response.completion_json()));
     let h = resp.headers_mut();
     h.insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if let Some(used) = state.route(&ans.route) {
+    if let Some(used) = state.route(ans.route()) {
         headers::answered_by(h, used);
     }
     if let Some(c) = cost {
         headers::cost(h, c);
     }
     headers::cache(h, plan.status);
-    tracing::debug!(request_id = %ctx.request_id, model = %ans.route, "completion served");
+    tracing::debug!(request_id = %ctx.request_id, model = ans.route(), "completion served");
     Ok(resp)
 }
 
@@ -469,7 +467,7 @@ impl Forwarder {
         drop(upstream);
         let reported = assembler.usage().cloned();
         let estimated = reported.is_none();
-        let completion = assembler.finish();
+        let mut completion = assembler.finish();
         let text = || {
             completion
                 .choices
@@ -500,15 +498,15 @@ impl Forwarder {
         if end == StreamEnd::Completed
             && let Some((layer, key, directives)) = &self.store_to
         {
-            let mut ans = Answer {
-                completion: completion.clone(),
-                route: self.route.name.clone(),
-                provider: self.route.provider.name().to_owned(),
-                cost,
-            };
-            if ans.completion.usage.is_none() {
-                ans.completion.usage = Some(usage.clone());
+            if completion.usage.is_none() {
+                completion.usage = Some(usage.clone());
             }
+            let ans = Answer::new(
+                completion,
+                &self.route.name,
+                self.route.provider.name(),
+                cost,
+            );
             layer
                 .store_answer(key, &self.req.model, directives, &ans)
                 .await;

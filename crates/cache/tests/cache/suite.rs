@@ -56,11 +56,15 @@ pub async fn orgs_never_see_each_others_entries(cache: Arc<dyn Cache>) {
     let got_a = cache.get(&ka).await.unwrap().unwrap();
     let got_b = cache.get(&kb).await.unwrap().unwrap();
     assert_eq!(
-        got_a.response.completion.choices[0].message.text_content(),
+        got_a.response.completion().choices[0]
+            .message
+            .text_content(),
         "A's secret numbers"
     );
     assert_eq!(
-        got_b.response.completion.choices[0].message.text_content(),
+        got_b.response.completion().choices[0]
+            .message
+            .text_content(),
         "B's own answer"
     );
 
@@ -78,7 +82,7 @@ pub async fn put_replaces_the_entry(cache: Arc<dyn Cache>) {
     cache.put(&k, response("second"), MINUTE).await.unwrap();
     let e = cache.get(&k).await.unwrap().unwrap();
     assert_eq!(
-        e.response.completion.choices[0].message.text_content(),
+        e.response.completion().choices[0].message.text_content(),
         "second"
     );
 }
@@ -168,7 +172,7 @@ pub async fn concurrent_puts_and_gets_see_their_own_entries(cache: Arc<dyn Cache
                 .unwrap();
             let e = cache.get(&k).await.unwrap().unwrap();
             assert_eq!(
-                e.response.completion.choices[0].message.text_content(),
+                e.response.completion().choices[0].message.text_content(),
                 format!("answer {i}")
             );
         }));
