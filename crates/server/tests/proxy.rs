@@ -1473,16 +1473,23 @@ async fn identical_requests_hit_the_cache_and_cost_nothing() {
     let first = h.post_json(&body).await;
     assert_eq!(header(&first, "x-cognitude-cache"), "miss");
     let cost = header(&first, "x-cognitude-cost-usd").to_owned();
-    let a = body_json(first).await;
-    // Field order and `user` do not matter; the hit is the stored answer.
+    let first_bytes = first.into_body().collect().await.unwrap().to_bytes();
+    let a: Value = serde_json::from_slice(&first_bytes).unwrap();
+    // Field order and `user` do not matter; the hit is the stored answer, byte for byte.
     let reordered =
         json!({"user": "someone", "messages": body["messages"], "model": "gpt-4o-mini"});
     let second = h.post_json(&reordered).await;
     assert_eq!(header(&second, "x-cognitude-cache"), "hit-memory");
     assert_eq!(header(&second, "x-cognitude-cost-usd"), "0");
     assert_eq!(header(&second, "x-cognitude-model"), "gpt-4o-mini");
-    let b = body_json(second).await;
+    let second_bytes = second.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        String::from_utf8_lossy(&first_bytes),
+        String::from_utf8_lossy(&second_bytes)
+    );
+    let b: Value = serde_json::from_slice(&second_bytes).unwrap();
     assert_eq!(a, b);
+    assert_eq!(a["choices"][0]["message"]["role"], "assistant");
     assert_eq!(h.mock.stats().requests(), 1, "a hit went upstream");
 
     // A streamed request with the same content is replayed from the entry as SSE.
