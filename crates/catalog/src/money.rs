@@ -95,17 +95,14 @@ impl fmt::Display for Money {
         if frac == 0 {
             return write!(f, "{sign}{whole}");
         }
-        // The 12 decimals without trailing zeros, written without an allocation (cost headers
-        // are written on every response).
-        let mut digits = [b'0'; 12];
-        let mut rest = frac;
-        for d in digits.iter_mut().rev() {
-            *d = b'0' + (rest % 10) as u8;
-            rest /= 10;
+        // The 12 decimals without trailing zeros: the zeros divided off, the rest printed at
+        // the width left (no intermediate string; cost headers are written on every response).
+        let (mut frac, mut width) = (frac, 12);
+        while frac % 10 == 0 {
+            frac /= 10;
+            width -= 1;
         }
-        let len = 12 - digits.iter().rev().take_while(|&&d| d == b'0').count();
-        let decimals = std::str::from_utf8(&digits[..len]).map_err(|_| fmt::Error)?;
-        write!(f, "{sign}{whole}.{decimals}")
+        write!(f, "{sign}{whole}.{frac:0width$}")
     }
 }
 

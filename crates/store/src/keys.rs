@@ -87,11 +87,11 @@ pub fn time_ordered_id(kind: &str, unix_micros: i64, random: u128) -> String {
 /// `format!("{value:0digits$x}")` gives, without the formatting machinery (ids are made on
 /// every request).
 pub fn push_hex(out: &mut String, value: u128, digits: u32) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for i in (0..digits.min(32)).rev() {
-        let nibble = (value >> (i * 4)) & 0xf;
-        out.push(char::from(HEX[nibble as usize]));
-    }
+    let mut buf = [0u8; 32];
+    // 16 bytes always fit in 32 hex digits, and hex digits are ASCII.
+    let _ = hex::encode_to_slice(value.to_be_bytes(), &mut buf);
+    let digits = digits.min(32) as usize;
+    out.push_str(std::str::from_utf8(&buf[32 - digits..]).unwrap_or_default());
 }
 
 #[cfg(test)]
