@@ -1,6 +1,6 @@
 //! The router's classifier and model selection.
 //!
-//! - `classify/<size>`: one user message of 100 B, 200 B, 1 KiB, 10 KiB and 100 KiB of mixed
+//! - `classify/<size>`: one user message of 100 B, 200 B, 1, 2, 4, 10 and 100 KiB of mixed
 //!   prompt text (prose, a list, numbers, a code block, a little non-Latin script). The budget is
 //!   1 µs for 200 characters plus 1 µs per further KiB, so time should grow linearly with size.
 //! - `classify/conversation`: a four-turn chat with a system prompt.
@@ -43,6 +43,8 @@ fn classify(c: &mut Criterion) {
         ("100B", 100),
         ("200B", 200),
         ("1KiB", 1024),
+        ("2KiB", 2 * 1024),
+        ("4KiB", 4 * 1024),
         ("10KiB", 10 * 1024),
         ("100KiB", 100 * 1024),
     ] {
