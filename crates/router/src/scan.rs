@@ -723,6 +723,12 @@ impl Scanner {
                 if is_letter(b) {
                     self.s.words += 1;
                     if self.w_chars == 0 && !self.in_num && self.op_len == 0 {
+                        if self.prose_between_zones
+                            && let Some(end) = self.plain_words(bytes, i)
+                        {
+                            i = end;
+                            continue;
+                        }
                         // A new word with nothing pending before it (most words): what
                         // `ascii_letter` does for its first letter is what `letter_run` does for
                         // the others, once the word is started.
@@ -783,16 +789,15 @@ impl Scanner {
     ///
     /// A plain word is two or more ASCII letters, capitals only first, followed by a space, by
     /// a line break (which the run stops before), or by one of `,;.?!` and either of those,
-    /// outside the instruction zones, on a line whose head is already recorded: most of a
-    /// document's prose. Outside the zones no cue, sentence,
-    /// question or clause is counted, and no word flag, operator or line-head byte can change,
-    /// so for such words the scanner only counts: letters, words, marks, the line's words and
-    /// significant bytes. The run is measured in a tight loop and its counts added at once.
-    /// What the byte-by-byte path would leave differently (the last word's first letter and
-    /// packed stem) is read only while a word is open.
-    #[inline]
+    /// outside the instruction zones: most of a document's prose. Outside the zones no cue,
+    /// sentence, question or clause is counted, and no word flag or operator can change, so for
+    /// such words the scanner only counts (letters, words, marks, the line's words and
+    /// significant bytes) and records the line's first bytes. The run is measured in a tight
+    /// loop and its counts added at once. What the byte-by-byte path would leave differently
+    /// (the last word's first letter and packed stem) is read only while a word is open.
+    #[inline(never)]
     fn plain_words(&mut self, bytes: &[u8], start: usize) -> Option<usize> {
-        if usize::from(self.l_head_len) != self.l_head.len() || self.pending_short_op {
+        if self.pending_short_op {
             return None;
         }
         // A word ends at the byte after it: that byte's position decides whether the word is
@@ -808,39 +813,43 @@ impl Scanner {
         if start + 3 > limit {
             return None;
         }
+        // Words and the byte that ends each are before `limit`.
+        let text = bytes.get(..limit).unwrap_or_default();
         let (mut words, mut letters, mut marks) = (0u32, 0usize, 0u32);
         let (mut last, mut last_tok) = (0u8, Tok::Word);
         let mut next = start;
-        while let Some(&first) = bytes.get(next) {
-            if !is_letter(first) {
+        while next < text.len() && is_letter(text[next]) {
+            // Letter by letter: the loop's exit is predicted, so where the next word starts does
+            // not wait for arithmetic on the bytes.
+            let mut end = next + 1;
+            while end < text.len() && text[end].is_ascii_lowercase() {
+                end += 1;
+            }
+            if end == text.len() || end - next < 2 {
                 break;
             }
-            let rest = bytes.get(next + 1..).unwrap_or_default();
-            let end = next + 1 + rest.iter().take_while(|b| b.is_ascii_lowercase()).count();
-            if end - next < 2 || end >= limit {
-                break;
-            }
-            let (after, more) = match (bytes[end], bytes.get(end + 1)) {
-                (b' ', _) => {
-                    last = bytes[end - 1];
+            let (after, more) = match text[end] {
+                b' ' => {
+                    last = text[end - 1];
                     last_tok = Tok::Word;
                     (end + 1, true)
                 }
                 // The line break ends the word; the loop then takes the break itself.
-                (b'\n', _) => {
-                    last = bytes[end - 1];
+                b'\n' => {
+                    last = text[end - 1];
                     last_tok = Tok::Word;
                     (end, false)
                 }
-                (mark @ (b',' | b';' | b'.' | b'?' | b'!'), Some(&after @ (b' ' | b'\n'))) => {
+                mark @ (b',' | b';' | b'.' | b'?' | b'!') => {
+                    let more = match bytes.get(end + 1) {
+                        Some(b' ') => true,
+                        Some(b'\n') => false,
+                        _ => break,
+                    };
                     marks += 1;
                     last = mark;
                     last_tok = Tok::Other;
-                    if after == b' ' {
-                        (end + 2, true)
-                    } else {
-                        (end + 1, false)
-                    }
+                    (end + 1 + usize::from(more), more)
                 }
                 _ => break,
             };
@@ -862,6 +871,15 @@ impl Scanner {
             .l_words
             .saturating_add(u16::try_from(words).unwrap_or(u16::MAX));
         self.l_sig += letters as u32 + marks;
+        // Every byte taken (letters, spaces after them, marks) is one the line's head records.
+        let head_len = usize::from(self.l_head_len);
+        if head_len < self.l_head.len() {
+            let taken = bytes.get(start..next).unwrap_or_default();
+            for (slot, &b) in self.l_head[head_len..].iter_mut().zip(taken) {
+                *slot = b;
+                self.l_head_len += 1;
+            }
+        }
         self.l_last = last;
         self.prev_byte = bytes[next - 1];
         self.last_tok = last_tok;
@@ -2017,13 +2035,15 @@ mod tests {
     #[test]
     fn runs_of_plain_words_count_as_the_reference_does() {
         // Prose between the zones, where whole runs of words are taken at once: words ending in
-        // each mark, at line ends, single letters, capitals, a quotation, a code block and
-        // operators breaking runs, in every prefix.
+        // each mark, at line ends, single letters, capitals, a quotation, a code block,
+        // operators breaking runs, and lines whose first bytes are plain words followed by what
+        // would start a list, a heading or a fence, in every fifth prefix.
         let middle = "The report, as drafted, covers three regions. Does it hold? It does! \
                       Sales rose; costs fell.\nA short line ends here\nand goes on, then stops.\n\
                       Then \"quoted words, here. And more\" outside again x y z and a b.\n\
                       ```\nlet value = other, more; done.\n```\n\
-                      Mixed words: camelCase HTML iPhone don't e.g. x-y and/or 4z 12 items.\n";
+                      Mixed words: camelCase HTML iPhone don't e.g. x-y and/or 4z 12 items.\n\
+                      Go 1. on\nNo - bullet\nSo # no heading\nAn ```inline fence\n";
         let text = format!(
             "Summarize the notes below\n\n{}\n\nWhat changed, and why?",
             middle.repeat(12)
