@@ -872,14 +872,7 @@ impl Scanner {
             .saturating_add(u16::try_from(words).unwrap_or(u16::MAX));
         self.l_sig += letters as u32 + marks;
         // Every byte taken (letters, spaces after them, marks) is one the line's head records.
-        let head_len = usize::from(self.l_head_len);
-        if head_len < self.l_head.len() {
-            let taken = bytes.get(start..next).unwrap_or_default();
-            for (slot, &b) in self.l_head[head_len..].iter_mut().zip(taken) {
-                *slot = b;
-                self.l_head_len += 1;
-            }
-        }
+        self.line_head(bytes.get(start..next).unwrap_or_default());
         self.l_last = last;
         self.prev_byte = bytes[next - 1];
         self.last_tok = last_tok;
@@ -950,13 +943,7 @@ impl Scanner {
         let n = run as u32;
         self.w_chars += n;
         self.w_alpha += n;
-        let head_len = self.l_head_len as usize;
-        if head_len < self.l_head.len() {
-            for (slot, &b) in self.l_head[head_len..].iter_mut().zip(letters) {
-                *slot = b;
-                self.l_head_len += 1;
-            }
-        }
+        self.line_head(letters);
         self.l_sig += n;
         let last = letters[run - 1];
         self.l_last = last;
@@ -1379,6 +1366,18 @@ impl Scanner {
         self.w_camel = false;
         self.w_lower_run = 0;
         self.w_greek = false;
+    }
+
+    /// Records the first of `bytes` in the line's head, as far as it has room.
+    #[inline]
+    fn line_head(&mut self, bytes: &[u8]) {
+        let head_len = usize::from(self.l_head_len);
+        if head_len < self.l_head.len() {
+            for (slot, &b) in self.l_head[head_len..].iter_mut().zip(bytes) {
+                *slot = b;
+                self.l_head_len += 1;
+            }
+        }
     }
 
     /// Records a significant (non-space) byte of the current line.
