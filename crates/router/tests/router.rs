@@ -18,6 +18,7 @@ use cognitude_router::{
     Router, Selector, SignalKind, Tier,
 };
 use proptest::prelude::*;
+use proptest::test_runner::{TestCaseError, TestRunner};
 use serde_json::Value;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
@@ -25,7 +26,8 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 /// Tests in this binary run one at a time, so the allocation count of one is not disturbed by
-/// another's threads.
+/// another's threads. Every test holds this lock for its whole body, input generation included
+/// (the property tests run their cases inside it), since the counter is process-wide.
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
@@ -135,6 +137,7 @@ fn labelled_set_accuracy_and_confusion_matrix() {
 
 #[test]
 fn labelled_set_covers_languages_kinds_and_turns() {
+    let _g = serial();
     let items = labelled();
     let rows: Vec<Value> = LABELLED
         .lines()
@@ -432,22 +435,45 @@ fn cases() -> u32 {
         .unwrap_or(256)
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases()))]
+/// Runs a property over `strategy` while holding the test lock, input generation and shrinking
+/// included, and fails with the smallest failing input.
+fn check_property<S: Strategy>(
+    strategy: S,
+    property: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) where
+    S::Value: std::fmt::Debug,
+{
+    let _g = serial();
+    let config = ProptestConfig {
+        cases: cases(),
+        source_file: Some(file!()),
+        ..ProptestConfig::default()
+    };
+    if let Err(e) = TestRunner::new(config).run(&strategy, property) {
+        panic!("{e}");
+    }
+}
 
-    #[test]
-    fn never_panics_on_arbitrary_conversations(
-        turns in proptest::collection::vec((role(), proptest::collection::vec(text(), 0..4)), 0..6),
-        system in proptest::option::of(text()),
-        max_tokens in proptest::option::of(any::<u64>()),
-        flags in any::<(bool, bool, bool)>(),
-    ) {
-        let _g = serial();
-        let parts: Vec<Vec<&str>> = turns.iter().map(|(_, p)| p.iter().map(String::as_str).collect()).collect();
+#[test]
+fn never_panics_on_arbitrary_conversations() {
+    let strategy = (
+        proptest::collection::vec((role(), proptest::collection::vec(text(), 0..4)), 0..6),
+        proptest::option::of(text()),
+        proptest::option::of(any::<u64>()),
+        any::<(bool, bool, bool)>(),
+    );
+    check_property(strategy, |(turns, system, max_tokens, flags)| {
+        let parts: Vec<Vec<&str>> = turns
+            .iter()
+            .map(|(_, p)| p.iter().map(String::as_str).collect())
+            .collect();
         let msgs: Vec<Message<'_>> = turns
             .iter()
             .zip(&parts)
-            .map(|((role, _), p)| Message { role: *role, content: Content::Parts(p) })
+            .map(|((role, _), p)| Message {
+                role: *role,
+                content: Content::Parts(p),
+            })
             .collect();
         let mut req = Request::new(&msgs)
             .with_tools(flags.0)
@@ -465,14 +491,18 @@ proptest! {
                 prop_assert!(!sel.reason.is_empty());
             }
         }
-    }
+        Ok(())
+    });
+}
 
-    #[test]
-    fn many_parts_deep_inside_one_message(pieces in proptest::collection::vec(text(), 0..200)) {
-        let _g = serial();
+#[test]
+fn many_parts_deep_inside_one_message() {
+    let strategy = proptest::collection::vec(text(), 0..200);
+    check_property(strategy, |pieces| {
         let parts: Vec<&str> = pieces.iter().map(String::as_str).collect();
         let msgs = [Message::with_parts(Role::User, &parts)];
         let c = Classifier::default().classify(&Request::new(&msgs));
         check_invariants(&c);
-    }
+        Ok(())
+    });
 }
