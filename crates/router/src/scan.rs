@@ -28,16 +28,21 @@ mod reference;
 pub(crate) enum Depth {
     /// The latest user turn: head, tail and samples in detail.
     Full,
-    /// Earlier user turns and the system prompt: a shorter head and tail.
+    /// Earlier user turns and the system prompt: head and tail, no samples.
     Brief,
     /// Everything else: the token estimate only.
     Tokens,
 }
 
-const FULL_HEAD: usize = 3 * 1024;
-const FULL_TAIL: usize = 1024;
-const BRIEF_HEAD: usize = 1536;
-const BRIEF_TAIL: usize = 512;
+/// Bytes read in detail at the head and at the tail of a text; a text up to their sum is read
+/// whole. Both hold an instruction zone ([`ZONE`]) with room to spare. The detailed scanner
+/// costs more per byte than the classifier's budget of 1 µs per KiB allows on mixed prompt text,
+/// the counting pass over the rest a fraction of it, so these bound the detailed part of the
+/// cost. The signals built from structure flatten out past a dozen code lines, numbers or rows,
+/// which these hold.
+const HEAD: usize = 1024;
+const TAIL: usize = 640;
+const _: () = assert!(HEAD >= ZONE && TAIL >= ZONE);
 /// Distance between sample blocks in the middle of a long text.
 pub(crate) const STRIDE: usize = 8 * 1024;
 const SAMPLE: usize = 256;
@@ -184,8 +189,8 @@ impl Stats {
 pub(crate) fn scan(content: &Content<'_>, depth: Depth) -> Stats {
     let total = content.len();
     let (head, tail, sampled) = match depth {
-        Depth::Full => (FULL_HEAD, FULL_TAIL, true),
-        Depth::Brief => (BRIEF_HEAD, BRIEF_TAIL, false),
+        Depth::Full => (HEAD, TAIL, true),
+        Depth::Brief => (HEAD, TAIL, false),
         Depth::Tokens => (0, 0, false),
     };
     let windows = Windows {
@@ -2165,8 +2170,8 @@ mod tests {
     fn windows_cover_head_samples_and_tail_in_order() {
         let w = Windows {
             total: 100_000,
-            head: FULL_HEAD,
-            tail: FULL_TAIL,
+            head: HEAD,
+            tail: TAIL,
             sampled: true,
         };
         let mut pos = 0;
@@ -2177,8 +2182,8 @@ mod tests {
             ranges.push((s, e));
             pos = e;
         }
-        assert_eq!(ranges.first(), Some(&(0, FULL_HEAD)));
-        assert_eq!(ranges.last(), Some(&(100_000 - FULL_TAIL, 100_000)));
+        assert_eq!(ranges.first(), Some(&(0, HEAD)));
+        assert_eq!(ranges.last(), Some(&(100_000 - TAIL, 100_000)));
         assert!(ranges.len() >= 6, "{ranges:?}");
         assert!(ranges.windows(2).all(|p| p[0].1 <= p[1].0));
     }

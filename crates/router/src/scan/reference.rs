@@ -6,6 +6,7 @@
     reason = "only the parts the block scanner is compared with are called"
 )]
 
+use super::{HEAD, TAIL};
 use crate::lexicon::{self, Cue, StemHash};
 use crate::request::Content;
 
@@ -14,16 +15,12 @@ use crate::request::Content;
 pub(crate) enum Depth {
     /// The latest user turn: head, tail and samples in detail.
     Full,
-    /// Earlier user turns and the system prompt: a shorter head and tail.
+    /// Earlier user turns and the system prompt: head and tail, no samples.
     Brief,
     /// Everything else: the token estimate only.
     Tokens,
 }
 
-const FULL_HEAD: usize = 3 * 1024;
-const FULL_TAIL: usize = 1024;
-const BRIEF_HEAD: usize = 1536;
-const BRIEF_TAIL: usize = 512;
 /// Distance between sample blocks in the middle of a long text.
 pub(crate) const STRIDE: usize = 8 * 1024;
 const SAMPLE: usize = 256;
@@ -170,8 +167,8 @@ impl Stats {
 pub(crate) fn scan(content: &Content<'_>, depth: Depth) -> Stats {
     let total = content.len();
     let (head, tail, sampled) = match depth {
-        Depth::Full => (FULL_HEAD, FULL_TAIL, true),
-        Depth::Brief => (BRIEF_HEAD, BRIEF_TAIL, false),
+        Depth::Full => (HEAD, TAIL, true),
+        Depth::Brief => (HEAD, TAIL, false),
         Depth::Tokens => (0, 0, false),
     };
     let windows = Windows {
