@@ -10,7 +10,9 @@
 //! more, every word starting with its first eight (so `integral` is not `integrate`).
 //! Characters are compared after folding ASCII and Cyrillic capitals. Chinese and Japanese have
 //! no spaces, so any two adjacent ideographs or kana are looked up as a pair. Lookup is a hash
-//! probe into a table built at compile time: no allocation, a few nanoseconds per word.
+//! probe into a table built at compile time: no allocation, a few nanoseconds per word. The key
+//! of an ASCII stem is made from its letters packed in one word (one multiplication, no chain);
+//! other stems are hashed a character at a time.
 
 /// What a cue word says about the task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -585,12 +587,18 @@ pub(crate) fn lookup(hash: u64) -> Option<Cue> {
     None
 }
 
-/// Incremental stem hash, fed one character at a time (FNV-1a over the folded characters).
+/// Incremental stem key, fed one character at a time. A stem of ASCII characters is its
+/// folded bytes packed in a word, mixed once when looked up; any other stem is FNV-1a over its
+/// folded characters. Which of the two keys a stem gets depends only on its characters, so a
+/// word finds its entry whichever way it was read.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StemHash {
     hash: u64,
     short: u64,
     chars: u32,
+    /// The first `ascii` characters, when they are ASCII, one a byte (first in the low byte).
+    packed: u64,
+    ascii: u32,
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -602,6 +610,8 @@ impl StemHash {
             hash: FNV_OFFSET,
             short: FNV_OFFSET,
             chars: 0,
+            packed: 0,
+            ascii: 0,
         }
     }
 
@@ -610,6 +620,10 @@ impl StemHash {
     pub(crate) const fn push(&mut self, c: u32) {
         if self.chars < LONG_STEM {
             self.hash = (self.hash ^ c as u64).wrapping_mul(FNV_PRIME);
+            if self.ascii == self.chars && c < 0x80 {
+                self.packed |= (c as u64) << (8 * self.chars);
+                self.ascii += 1;
+            }
             self.chars += 1;
             if self.chars == SHORT_STEM {
                 self.short = self.hash;
@@ -624,10 +638,25 @@ impl StemHash {
         let room = LONG_STEM.saturating_sub(self.chars) as usize;
         for &b in letters.iter().take(room) {
             self.hash = (self.hash ^ u64::from(b | 0x20)).wrapping_mul(FNV_PRIME);
+            if self.ascii == self.chars {
+                self.packed |= u64::from(b | 0x20) << (8 * self.chars);
+                self.ascii += 1;
+            }
             self.chars += 1;
             if self.chars == SHORT_STEM {
                 self.short = self.hash;
             }
+        }
+    }
+
+    /// The key of the stem's first `n` characters (at most [`LONG_STEM`]), given the FNV hash
+    /// of those characters.
+    #[inline]
+    const fn prefix_key(&self, n: u32, fnv: u64) -> u64 {
+        if self.ascii >= n {
+            packed_key(self.packed, n)
+        } else {
+            mix(fnv, n)
         }
     }
 
@@ -636,18 +665,18 @@ impl StemHash {
     #[inline]
     pub(crate) const fn keys(&self, word_chars: u32) -> [Option<u64>; 2] {
         if word_chars < SHORT_STEM {
-            [Some(mix(self.hash, word_chars)), None]
+            [Some(self.prefix_key(word_chars, self.hash)), None]
         } else if word_chars == SHORT_STEM {
-            [Some(mix(self.short, SHORT_STEM)), None]
+            [Some(self.prefix_key(SHORT_STEM, self.short)), None]
         } else if word_chars < LONG_STEM {
             [
-                Some(mix(self.hash, word_chars)),
-                Some(mix(self.short, SHORT_STEM)),
+                Some(self.prefix_key(word_chars, self.hash)),
+                Some(self.prefix_key(SHORT_STEM, self.short)),
             ]
         } else {
             [
-                Some(mix(self.hash, LONG_STEM)),
-                Some(mix(self.short, SHORT_STEM)),
+                Some(self.prefix_key(LONG_STEM, self.hash)),
+                Some(self.prefix_key(SHORT_STEM, self.short)),
             ]
         }
     }
@@ -655,13 +684,23 @@ impl StemHash {
     /// The key of a listed stem (the hash holds all of its first eight characters).
     const fn entry_key(&self, chars: u32) -> u64 {
         if chars == SHORT_STEM {
-            mix(self.short, SHORT_STEM)
+            self.prefix_key(SHORT_STEM, self.short)
         } else if chars > LONG_STEM {
-            mix(self.hash, LONG_STEM)
+            self.prefix_key(LONG_STEM, self.hash)
         } else {
-            mix(self.hash, chars)
+            self.prefix_key(chars, self.hash)
         }
     }
+}
+
+/// The key of the first `n` (up to 8) of the packed bytes `packed`. Two odd multiplications
+/// around the length: the slot, taken from the top bits, depends on every byte.
+#[inline]
+const fn packed_key(packed: u64, n: u32) -> u64 {
+    let mask = if n >= 8 { u64::MAX } else { (1 << (8 * n)) - 1 };
+    let bytes = packed & mask;
+    let h = (bytes.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ n as u64).wrapping_mul(FNV_PRIME);
+    if h == 0 { 1 } else { h }
 }
 
 const fn mix(hash: u64, len: u32) -> u64 {
@@ -674,6 +713,21 @@ const fn mix(hash: u64, len: u32) -> u64 {
 pub(crate) fn cue_of(stem: &StemHash, word_chars: u32) -> Option<Cue> {
     let [a, b] = stem.keys(word_chars);
     a.and_then(lookup).or_else(|| b.and_then(lookup))
+}
+
+/// The cue of a word of `word_chars` ASCII letters whose first eight or fewer are packed in
+/// `letters` (first in the low byte, not folded): what [`cue_of`] finds for it, without
+/// hashing it a character at a time.
+#[inline]
+pub(crate) fn cue_of_ascii_letters(letters: u64, word_chars: u32) -> Option<Cue> {
+    // Folding an ASCII letter sets its 0x20 bit; bytes past the word are masked off.
+    let folded = letters | 0x2020_2020_2020_2020;
+    if word_chars <= SHORT_STEM {
+        lookup(packed_key(folded, word_chars))
+    } else {
+        lookup(packed_key(folded, word_chars.min(LONG_STEM)))
+            .or_else(|| lookup(packed_key(folded, SHORT_STEM)))
+    }
 }
 
 /// Folds a character for stem matching: ASCII and Cyrillic capitals to lower case.
@@ -810,6 +864,47 @@ mod tests {
         assert_eq!(cue_of("Докажите"), Some(Cue::Math));
         assert_eq!(cue_of("the"), None);
         assert_eq!(cue_of("banana"), None);
+    }
+
+    /// The scanner looks a word made of one run of ASCII letters up from its packed letters,
+    /// and any other word from a stem fed a character at a time: both must find the same cue.
+    #[test]
+    fn packed_letters_find_what_a_stem_fed_by_characters_finds() {
+        let packed = |word: &str| {
+            let b = word.as_bytes();
+            let head = b
+                .iter()
+                .take(8)
+                .rev()
+                .fold(0u64, |w, &x| (w << 8) | u64::from(x));
+            cue_of_ascii_letters(head, b.len() as u32)
+        };
+        let lists = [FORMAT, MATH, CODE, REASON, THANKS, PRODUCE];
+        let mut checked = 0;
+        for word in lists.iter().flat_map(|l| l.iter()) {
+            if !word.bytes().all(|b| b.is_ascii_alphabetic()) {
+                continue;
+            }
+            let upper = word.to_ascii_uppercase();
+            let mut title = word.to_string();
+            title[..1].make_ascii_uppercase();
+            for form in [
+                word.to_string(),
+                upper,
+                title,
+                format!("{word}s"),
+                format!("{word}ings"),
+                word[..word.len() - 1].to_string(),
+            ] {
+                assert_eq!(packed(&form), cue_of(&form), "{form}");
+            }
+            assert!(packed(word).is_some(), "{word}");
+            checked += 1;
+        }
+        assert!(checked > 300, "{checked} ASCII entries");
+        assert_eq!(packed("banana"), None);
+        assert_eq!(packed("Integrals"), Some(Cue::Math));
+        assert_eq!(packed("integrate"), None);
     }
 
     #[test]

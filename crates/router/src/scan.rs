@@ -11,9 +11,10 @@
 //! The detailed scanner reads a byte at a time, except where a word starts with nothing
 //! pending: then its letters are taken as one run, and a following space and word too. A run's
 //! end is found byte by byte on purpose: the loop's exit is predicted, so the next token's
-//! position does not wait on arithmetic over the bytes. For the same reason a word's stem is
-//! hashed (a chain of multiplications) only when the word can name a cue, that is when it ends
-//! in an instruction zone; until then its first letters are only kept, packed in a word.
+//! position does not wait on arithmetic over the bytes. For the same reason a word's first
+//! letters are only kept, packed in a word; a word made of one run of ASCII letters is looked
+//! up as a cue from them, with one multiplication, and only when it ends in an instruction
+//! zone. Other words are hashed a character at a time (a chain of multiplications).
 //! Between the zones, where the scanner only counts ordinary words, a run of them (letters, a
 //! space or a sentence mark, the next word) is measured in a tight loop and counted at once.
 
@@ -580,9 +581,9 @@ struct Scanner {
     w_lower_run: u32,
     w_greek: bool,
     stem: StemHash,
-    /// The stem is not hashed yet: it is the word's first `w_buf_len` letters, packed in
-    /// `w_buf`. Most words are outside the instruction zones and never looked up, so a word
-    /// made of one run of ASCII letters is hashed only if it is.
+    /// The stem is not hashed: it is the word's first `w_buf_len` letters, packed in `w_buf`.
+    /// A word made of one run of ASCII letters is looked up from them; it is hashed only if it
+    /// goes on with other characters.
     w_lazy: bool,
     w_buf: u64,
     w_buf_len: u8,
@@ -1242,7 +1243,7 @@ impl Scanner {
         self.stem.push(lexicon::fold(c));
     }
 
-    /// Hashes the letters a lazy stem holds, before the word goes on or is looked up.
+    /// Hashes the letters a lazy stem holds, before the word goes on with other characters.
     #[inline]
     fn hash_stem(&mut self) {
         if self.w_lazy {
@@ -1305,8 +1306,13 @@ impl Scanner {
     /// Counts the cue of the current word, if it has one.
     #[inline(never)]
     fn look_up_cue(&mut self) {
-        self.hash_stem();
-        if let Some(cue) = lexicon::cue_of(&self.stem, self.w_chars) {
+        let cue = if self.w_lazy {
+            // One run of ASCII letters, its first ones packed: no hash to build.
+            lexicon::cue_of_ascii_letters(self.w_buf, self.w_chars)
+        } else {
+            lexicon::cue_of(&self.stem, self.w_chars)
+        };
+        if let Some(cue) = cue {
             self.s.cues[cue as usize] += 1;
         }
     }
