@@ -253,15 +253,23 @@ impl Selector {
             considered: catalog.len(),
             ..Rejections::default()
         };
+        // What the request needs and what the constraints require, checked as one; most
+        // requests need nothing, and then no model is checked.
+        let (needs, also) = (&c.needs, &self.constraints.required);
+        let required = Capabilities {
+            tools: needs.tools || also.tools,
+            vision: needs.vision || also.vision,
+            json: needs.json || also.json,
+            reasoning: needs.reasoning || also.reasoning,
+        };
+        let any_required = required != Capabilities::default();
         let mut candidates = Vec::with_capacity(catalog.len());
         for m in catalog.models() {
             if !self.constraints.allows(m) {
                 rejected.not_allowed += 1;
                 continue;
             }
-            if !m.capabilities.covers(&c.needs)
-                || !m.capabilities.covers(&self.constraints.required)
-            {
+            if any_required && !m.capabilities.covers(&required) {
                 rejected.missing_capability += 1;
                 continue;
             }
@@ -491,42 +499,98 @@ fn rank(mode: Mode, a: &Candidate<'_>, b: &Candidate<'_>) -> Ordering {
 }
 
 fn reason(mode: Mode, c: &Classification, bar: u32, best: &Candidate<'_>, n: usize) -> String {
-    use std::fmt::Write as _;
     // One buffer, sized for the usual line, written in place: the reason is built on every
-    // selection, and intermediate strings would cost an allocation each.
+    // selection, and intermediate strings would cost an allocation each. Numbers are written
+    // by the helpers below rather than through `format_args!`, whose machinery costs more than
+    // the rest of the line.
     let mut out = String::with_capacity(128);
-    let id = &best.model.id;
-    // Writing to a String cannot fail.
-    let _ = write!(out, "{} request (score {:.2}): ", c.tier, c.score);
+    let id = best.model.id.as_str();
+    out.push_str(c.tier.as_str());
+    out.push_str(" request (score ");
+    write_fixed(&mut out, c.score, 2);
+    out.push_str("): ");
     if !best.meets_bar {
-        let _ = write!(
-            out,
-            "no allowed model reaches quality {bar}; {id} is the best available (quality {})",
-            best.model.quality
-        );
+        out.push_str("no allowed model reaches quality ");
+        write_u64(&mut out, u64::from(bar));
+        out.push_str("; ");
+        out.push_str(id);
+        out.push_str(" is the best available (quality ");
+        write_u64(&mut out, u64::from(best.model.quality));
+        out.push(')');
         return out;
     }
-    let _ = match mode {
-        Mode::Cost => {
-            let _ = write!(
-                out,
-                "{id} is the cheapest of {n} eligible models with quality ≥ {bar} (~$"
-            );
-            write_money(&mut out, best.cost);
-            out.write_str(" est.)")
+    out.push_str(id);
+    match mode {
+        Mode::Cost | Mode::Latency => {
+            out.push_str(match mode {
+                Mode::Cost => " is the cheapest of ",
+                _ => " is the fastest of ",
+            });
+            write_u64(&mut out, n as u64);
+            out.push_str(" eligible models with quality ≥ ");
+            write_u64(&mut out, u64::from(bar));
+            if mode == Mode::Cost {
+                out.push_str(" (~$");
+                write_money(&mut out, best.cost);
+            } else {
+                out.push_str(" (~");
+                write_fixed(&mut out, best.latency_ms as f64 / 1000.0, 1);
+                out.push_str(" s");
+            }
+            out.push_str(" est.)");
         }
-        Mode::Latency => write!(
-            out,
-            "{id} is the fastest of {n} eligible models with quality ≥ {bar} (~{:.1} s est.)",
-            best.latency_ms as f64 / 1000.0
-        ),
-        Mode::Quality => write!(
-            out,
-            "{id} has the highest quality ({}) of {n} eligible models",
-            best.model.quality
-        ),
-    };
+        Mode::Quality => {
+            out.push_str(" has the highest quality (");
+            write_u64(&mut out, u64::from(best.model.quality));
+            out.push_str(") of ");
+            write_u64(&mut out, n as u64);
+            out.push_str(" eligible models");
+        }
+    }
     out
+}
+
+/// Writes `n` in decimal, as `Display` does.
+fn write_u64(out: &mut String, n: u64) {
+    write_digits(out, n, 1);
+}
+
+/// Writes `n` in decimal with at least `width` digits (zeros in front).
+fn write_digits(out: &mut String, mut n: u64, width: usize) {
+    let mut buf = [b'0'; 20];
+    let mut i = buf.len();
+    while n > 0 || buf.len() - i < width {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
+}
+
+/// Writes `x` with `decimals` (1 or 2) digits after the point, exactly as `{:.N}` does.
+///
+/// `{:.N}` rounds the exact binary value, half to even. The product `x · 10ᴺ` is off from the
+/// exact one by far less than 10⁻⁶ in the range taken here, so unless its fraction is that close
+/// to one half, rounding it gives the same digits; the rare other values, and values out of
+/// range, are formatted by the standard library.
+fn write_fixed(out: &mut String, x: f64, decimals: u32) {
+    use std::fmt::Write as _;
+    let scale = 10u64.pow(decimals);
+    let t = x * scale as f64;
+    if x.is_sign_positive() && (0.0..1e12).contains(&t) {
+        let whole = t.floor();
+        let frac = t - whole;
+        if (frac - 0.5).abs() > 1e-6 {
+            let k = whole as u64 + u64::from(frac > 0.5);
+            write_u64(out, k / scale);
+            out.push('.');
+            write_digits(out, k % scale, decimals as usize);
+            return;
+        }
+    }
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{x:.*}", decimals as usize);
 }
 
 /// Writes an amount as `Money`'s `Display` does (dollars, then the picodollar fraction without
@@ -536,14 +600,19 @@ fn write_money(out: &mut String, m: Money) {
     const PICO_PER_USD: u128 = 1_000_000_000_000;
     let pico = m.pico();
     let abs = pico.unsigned_abs();
-    let sign = if pico < 0 { "-" } else { "" };
+    if pico < 0 {
+        out.push('-');
+    }
     // The fraction is below 10¹², and whole dollars nearly always fit in 64 bits: 64-bit
     // arithmetic and formatting avoid the library calls that 128-bit division takes.
     let frac = (abs % PICO_PER_USD) as u64;
-    let _ = match u64::try_from(abs / PICO_PER_USD) {
-        Ok(whole) => write!(out, "{sign}{whole}"),
-        Err(_) => write!(out, "{sign}{}", abs / PICO_PER_USD),
-    };
+    match u64::try_from(abs / PICO_PER_USD) {
+        Ok(whole) => write_u64(out, whole),
+        // Writing to a String cannot fail.
+        Err(_) => {
+            let _ = write!(out, "{}", abs / PICO_PER_USD);
+        }
+    }
     if frac != 0 {
         let (mut frac, mut digits) = (frac, 12);
         // Trailing decimal zeros are dropped.
@@ -551,7 +620,8 @@ fn write_money(out: &mut String, m: Money) {
             frac /= 10;
             digits -= 1;
         }
-        let _ = write!(out, ".{frac:0digits$}");
+        out.push('.');
+        write_digits(out, frac, digits);
     }
 }
 
@@ -658,6 +728,12 @@ mod tests {
         let mut c = with_tier(Tier::Simple);
         c.needs.vision = true;
         check(&Selector::new(Mode::Cost), &c, "big");
+        // What the request needs and what the constraints require add up.
+        let mut s = Selector::new(Mode::Cost);
+        s.constraints.required.tools = true;
+        let mut c = with_tier(Tier::Simple);
+        c.needs.vision = true;
+        check(&s, &c, "big");
         let mut c = with_tier(Tier::Simple);
         c.max_tokens = Some(8000);
         check(&Selector::new(Mode::Cost), &c, "mid");
@@ -671,13 +747,17 @@ mod tests {
         let mut s = Selector::new(Mode::Cost);
         s.constraints.allowed_models = vec!["small".into(), "mid".into()];
         let cat = catalog();
-        let sel = s.select(&cat, &with_tier(Tier::Complex)).unwrap();
+        let c = with_tier(Tier::Complex);
+        let sel = s.select(&cat, &c).unwrap();
         assert_eq!(sel.model.id, "mid");
         assert!(!sel.candidates[0].meets_bar);
-        assert!(
-            sel.reason.contains("no allowed model reaches quality 85"),
-            "{}",
-            sel.reason
+        assert_eq!(
+            sel.reason,
+            format!(
+                "complex request (score {:.2}): no allowed model reaches quality 85; \
+                 mid is the best available (quality 78)",
+                c.score
+            )
         );
     }
 
@@ -824,6 +904,48 @@ mod tests {
             times(Money::from_pico(i128::MAX), 2),
             Money::from_pico(i128::MAX)
         );
+    }
+
+    #[test]
+    fn numbers_in_reasons_are_written_as_format_writes_them() {
+        let fixed = |x: f64, d: u32| {
+            let mut s = String::new();
+            write_fixed(&mut s, x, d);
+            s
+        };
+        // Ties in binary (0.125, 1.25) round to even; values a hair off a tie round by it.
+        for x in [
+            0.0, 0.005, 0.015, 0.125, 0.375, 0.5, 0.995, 0.9951, 1.0, 1.25, 1.35, 2.5, 1e11, 1e13,
+            -0.5, -0.0,
+        ] {
+            assert_eq!(fixed(x, 2), format!("{x:.2}"), "{x}");
+            assert_eq!(fixed(x, 1), format!("{x:.1}"), "{x}");
+        }
+        assert_eq!(fixed(f64::NAN, 2), "NaN");
+        // Every score of the form k/N for several N, and every latency up to 200 s.
+        for n in [7u32, 1000, 4096, 65_537] {
+            for k in 0..=n {
+                let x = f64::from(k) / f64::from(n);
+                assert_eq!(fixed(x, 2), format!("{x:.2}"), "{k}/{n}");
+            }
+        }
+        for ms in 0..200_000u64 {
+            let x = ms as f64 / 1000.0;
+            assert_eq!(fixed(x, 1), format!("{x:.1}"), "{ms} ms");
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..100_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let x = (state >> 11) as f64 / (1u64 << 53) as f64;
+            assert_eq!(fixed(x, 2), format!("{x:.2}"), "{x}");
+        }
+        for n in [0u64, 7, 10, 99, 100, 12_345, u64::MAX] {
+            let mut s = String::new();
+            write_u64(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
     }
 
     #[test]
