@@ -10,9 +10,9 @@
 //! more, every word starting with its first eight (so `integral` is not `integrate`).
 //! Characters are compared after folding ASCII and Cyrillic capitals. Chinese and Japanese have
 //! no spaces, so any two adjacent ideographs or kana are looked up as a pair. Lookup is a hash
-//! probe into a table built at compile time: no allocation, a few nanoseconds per word. The key
-//! of an ASCII stem is made from its letters packed in one word (one multiplication, no chain);
-//! other stems are hashed a character at a time.
+//! probe into a table built at compile time: no allocation, a few nanoseconds per word. A stem
+//! is keyed by FNV-1a over its characters; a stem of ASCII letters is also keyed by its letters
+//! packed in one word (one multiplication), which is how the scanner looks up most words.
 
 /// What a cue word says about the task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -562,7 +562,7 @@ const CJK_PAIRS: &[(&str, Cue)] = &[
     ("がと", Cue::Thanks),
 ];
 
-const TABLE_BITS: u32 = 11;
+const TABLE_BITS: u32 = 12;
 const TABLE_SIZE: usize = 1 << TABLE_BITS;
 
 /// One slot: the word hash (0 = empty) and its cue.
@@ -573,7 +573,7 @@ static TABLE: [Slot; TABLE_SIZE] = build_table();
 /// The cue of a stem hash, if any.
 pub(crate) fn lookup(hash: u64) -> Option<Cue> {
     let mut i = slot_of(hash);
-    // The table is at most a quarter full, so probes are short; the bound keeps it total.
+    // The table is under a fifth full, so probes are short; the bound keeps it total.
     for _ in 0..TABLE_SIZE {
         let (h, cue) = TABLE[i];
         if h == hash {
@@ -587,18 +587,12 @@ pub(crate) fn lookup(hash: u64) -> Option<Cue> {
     None
 }
 
-/// Incremental stem key, fed one character at a time. A stem of ASCII characters is its
-/// folded bytes packed in a word, mixed once when looked up; any other stem is FNV-1a over its
-/// folded characters. Which of the two keys a stem gets depends only on its characters, so a
-/// word finds its entry whichever way it was read.
+/// Incremental stem hash, fed one character at a time (FNV-1a over the folded characters).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StemHash {
     hash: u64,
     short: u64,
     chars: u32,
-    /// The first `ascii` characters, when they are ASCII, one a byte (first in the low byte).
-    packed: u64,
-    ascii: u32,
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -610,8 +604,6 @@ impl StemHash {
             hash: FNV_OFFSET,
             short: FNV_OFFSET,
             chars: 0,
-            packed: 0,
-            ascii: 0,
         }
     }
 
@@ -620,10 +612,6 @@ impl StemHash {
     pub(crate) const fn push(&mut self, c: u32) {
         if self.chars < LONG_STEM {
             self.hash = (self.hash ^ c as u64).wrapping_mul(FNV_PRIME);
-            if self.ascii == self.chars && c < 0x80 {
-                self.packed |= (c as u64) << (8 * self.chars);
-                self.ascii += 1;
-            }
             self.chars += 1;
             if self.chars == SHORT_STEM {
                 self.short = self.hash;
@@ -638,25 +626,10 @@ impl StemHash {
         let room = LONG_STEM.saturating_sub(self.chars) as usize;
         for &b in letters.iter().take(room) {
             self.hash = (self.hash ^ u64::from(b | 0x20)).wrapping_mul(FNV_PRIME);
-            if self.ascii == self.chars {
-                self.packed |= u64::from(b | 0x20) << (8 * self.chars);
-                self.ascii += 1;
-            }
             self.chars += 1;
             if self.chars == SHORT_STEM {
                 self.short = self.hash;
             }
-        }
-    }
-
-    /// The key of the stem's first `n` characters (at most [`LONG_STEM`]), given the FNV hash
-    /// of those characters.
-    #[inline]
-    const fn prefix_key(&self, n: u32, fnv: u64) -> u64 {
-        if self.ascii >= n {
-            packed_key(self.packed, n)
-        } else {
-            mix(fnv, n)
         }
     }
 
@@ -665,18 +638,18 @@ impl StemHash {
     #[inline]
     pub(crate) const fn keys(&self, word_chars: u32) -> [Option<u64>; 2] {
         if word_chars < SHORT_STEM {
-            [Some(self.prefix_key(word_chars, self.hash)), None]
+            [Some(mix(self.hash, word_chars)), None]
         } else if word_chars == SHORT_STEM {
-            [Some(self.prefix_key(SHORT_STEM, self.short)), None]
+            [Some(mix(self.short, SHORT_STEM)), None]
         } else if word_chars < LONG_STEM {
             [
-                Some(self.prefix_key(word_chars, self.hash)),
-                Some(self.prefix_key(SHORT_STEM, self.short)),
+                Some(mix(self.hash, word_chars)),
+                Some(mix(self.short, SHORT_STEM)),
             ]
         } else {
             [
-                Some(self.prefix_key(LONG_STEM, self.hash)),
-                Some(self.prefix_key(SHORT_STEM, self.short)),
+                Some(mix(self.hash, LONG_STEM)),
+                Some(mix(self.short, SHORT_STEM)),
             ]
         }
     }
@@ -684,23 +657,13 @@ impl StemHash {
     /// The key of a listed stem (the hash holds all of its first eight characters).
     const fn entry_key(&self, chars: u32) -> u64 {
         if chars == SHORT_STEM {
-            self.prefix_key(SHORT_STEM, self.short)
+            mix(self.short, SHORT_STEM)
         } else if chars > LONG_STEM {
-            self.prefix_key(LONG_STEM, self.hash)
+            mix(self.hash, LONG_STEM)
         } else {
-            self.prefix_key(chars, self.hash)
+            mix(self.hash, chars)
         }
     }
-}
-
-/// The key of the first `n` (up to 8) of the packed bytes `packed`. Two odd multiplications
-/// around the length: the slot, taken from the top bits, depends on every byte.
-#[inline]
-const fn packed_key(packed: u64, n: u32) -> u64 {
-    let mask = if n >= 8 { u64::MAX } else { (1 << (8 * n)) - 1 };
-    let bytes = packed & mask;
-    let h = (bytes.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ n as u64).wrapping_mul(FNV_PRIME);
-    if h == 0 { 1 } else { h }
 }
 
 const fn mix(hash: u64, len: u32) -> u64 {
@@ -716,8 +679,8 @@ pub(crate) fn cue_of(stem: &StemHash, word_chars: u32) -> Option<Cue> {
 }
 
 /// The cue of a word of `word_chars` ASCII letters whose first eight or fewer are packed in
-/// `letters` (first in the low byte, not folded): what [`cue_of`] finds for it, without
-/// hashing it a character at a time.
+/// `letters` (first in the low byte, not folded): what [`cue_of`] finds for it, through the
+/// packed keys, without hashing it a character at a time.
 #[inline]
 pub(crate) fn cue_of_ascii_letters(letters: u64, word_chars: u32) -> Option<Cue> {
     // Folding an ASCII letter sets its 0x20 bit; bytes past the word are masked off.
@@ -728,6 +691,17 @@ pub(crate) fn cue_of_ascii_letters(letters: u64, word_chars: u32) -> Option<Cue>
         lookup(packed_key(folded, word_chars.min(LONG_STEM)))
             .or_else(|| lookup(packed_key(folded, SHORT_STEM)))
     }
+}
+
+/// The packed key of the first `n` (up to 8) of the folded letters `folded`: the stems of
+/// [`StemHash::keys`], from letters packed in a word. Two odd multiplications around the
+/// length, so the slot, taken from the top bits, depends on every letter.
+#[inline]
+const fn packed_key(folded: u64, n: u32) -> u64 {
+    let mask = if n >= 8 { u64::MAX } else { (1 << (8 * n)) - 1 };
+    let h =
+        ((folded & mask).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ n as u64).wrapping_mul(FNV_PRIME);
+    if h == 0 { 1 } else { h }
 }
 
 /// Folds a character for stem matching: ASCII and Cyrillic capitals to lower case.
@@ -810,8 +784,35 @@ const fn insert_all(table: &mut [Slot; TABLE_SIZE], words: &[&str], cue: Cue) {
     let mut w = 0;
     while w < words.len() {
         insert(table, word_key(words[w]), cue);
+        if let Some(key) = packed_word_key(words[w]) {
+            insert(table, key, cue);
+        }
         w += 1;
     }
+}
+
+/// The packed key of a listed word made of ASCII letters only; `None` for any other.
+const fn packed_word_key(word: &str) -> Option<u64> {
+    let b = word.as_bytes();
+    let mut folded = 0u64;
+    let mut i = 0;
+    while i < b.len() {
+        if !b[i].is_ascii_alphabetic() {
+            return None;
+        }
+        if i < LONG_STEM as usize {
+            folded |= ((b[i] | 0x20) as u64) << (8 * i);
+        }
+        i += 1;
+    }
+    // The stem of `StemHash::entry_key`: the whole word up to eight letters, else its first
+    // eight (six-letter words are the short stem, which is the same six letters).
+    let n = if b.len() > LONG_STEM as usize {
+        LONG_STEM
+    } else {
+        b.len() as u32
+    };
+    Some(packed_key(folded, n))
 }
 
 const fn build_table() -> [Slot; TABLE_SIZE] {
