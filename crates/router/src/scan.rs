@@ -540,6 +540,13 @@ fn token_counts(bytes: &[u8], s: &mut Stats) {
     }
 }
 
+/// Whether a letter after a number is a magnitude (`$4.1M`, `2B`, `3T`, `10K`) rather than a
+/// variable. Only capitals: a lower-case `k` is as often a variable (`4k + 3`) as thousands.
+#[inline]
+pub(crate) fn is_magnitude(letter: u32) -> bool {
+    matches!(letter, 0x4B | 0x4D | 0x42 | 0x54)
+}
+
 #[inline]
 fn is_letter(b: u8) -> bool {
     (b | 0x20).wrapping_sub(b'a') < 26
@@ -578,6 +585,9 @@ struct Scanner {
     w_has_digit: bool,
     w_underscore: bool,
     w_camel: bool,
+    /// The word has a lower-case letter: letters and digits with capitals only (`Q3`, `A100`)
+    /// are names, not identifiers.
+    w_lower: bool,
     w_lower_run: u32,
     w_greek: bool,
     stem: StemHash,
@@ -644,6 +654,7 @@ impl Scanner {
             w_has_digit: false,
             w_underscore: false,
             w_camel: false,
+            w_lower: false,
             w_lower_run: 0,
             w_greek: false,
             stem: StemHash::new(),
@@ -921,29 +932,35 @@ impl Scanner {
                 .get(8..)
                 .is_none_or(|more| more.iter().all(|&b| b & 0x20 != 0));
         self.s.letters += run as u64;
-        if lower {
+        let any_lower = if lower {
             // Lower case only: the run of lower-case letters grows, camelCase cannot start.
             self.w_lower_run += run as u32;
+            true
         } else {
             let first_lower = (0x61..=0x7A).contains(&self.w_first);
             let mut lower_run = self.w_lower_run;
             let mut camel = self.w_camel;
+            let mut any_lower = false;
             for &b in letters {
                 let lower = b.is_ascii_lowercase();
                 camel |= !lower && lower_run >= 2 && first_lower;
                 lower_run = if lower { lower_run + 1 } else { 0 };
+                any_lower |= lower;
             }
             self.w_lower_run = lower_run;
             self.w_camel = camel;
-        }
+            any_lower
+        };
         if self.w_lazy {
             // A new word (`w_lazy` is set only at a word's first letter): its stem is its
             // first letters, up to the stem's length.
+            self.w_lower = any_lower;
             self.w_buf = head;
             self.w_buf_len = keep as u8;
             // (The stem hashes at most its first `LONG_STEM` letters, all in `head`.)
             const _: () = assert!(lexicon::LONG_STEM <= 8);
         } else {
+            self.w_lower |= any_lower;
             self.stem.push_ascii_letters(letters);
         }
         let n = run as u32;
@@ -1230,6 +1247,7 @@ impl Scanner {
     fn word_letter(&mut self, c: u32, lower: bool, upper: bool) {
         if self.w_chars == 0 {
             self.w_first = c;
+            self.w_lower = lower;
             self.stem = StemHash::new();
             self.w_lazy = false;
         } else if upper && self.w_lower_run >= 2 && (0x61..=0x7A).contains(&self.w_first) {
@@ -1237,6 +1255,7 @@ impl Scanner {
             self.w_camel = true;
         }
         self.w_lower_run = if lower { self.w_lower_run + 1 } else { 0 };
+        self.w_lower |= lower;
         self.w_chars += 1;
         self.w_alpha += 1;
         self.hash_stem();
@@ -1329,13 +1348,15 @@ impl Scanner {
         }
         self.last_short_vowel = false;
         if self.w_digit_first {
-            // `4z` is a coefficient and a variable; `3rd` and `10th` are ordinals.
-            if self.w_alpha == 1 && !self.in_fence {
+            // `4z` is a coefficient and a variable; `3rd` and `10th` are ordinals; `$4.1M`, `2B`
+            // and `3T` are magnitudes.
+            if self.w_alpha == 1 && !self.in_fence && !is_magnitude(self.w_first) {
                 self.s.vars += 1;
             }
             self.last_tok = Tok::Short;
         } else {
-            if self.w_underscore || self.w_camel || (self.w_has_digit && chars >= 2) {
+            if self.w_underscore || self.w_camel || (self.w_has_digit && chars >= 2 && self.w_lower)
+            {
                 self.s.idents += 1;
             }
             if chars == 1 {
@@ -1718,6 +1739,17 @@ mod tests {
         let s = stats("甲比乙高。乙比丙高。谁最高？");
         assert_eq!(s.premises, 2);
         assert_eq!(s.questions, 1);
+    }
+
+    #[test]
+    fn capitals_with_digits_are_names_and_capital_suffixes_are_magnitudes() {
+        // Quarters, fiscal years, chips and amounts: neither identifiers nor variables.
+        let s = stats("Compare Q3 and FY2024 revenue on A100 and H100 chips: $4.1M, 2B and 3T.");
+        assert_eq!((s.idents, s.vars), (0, 0), "{s:?}");
+        // Lower-case letters with digits are identifiers; a lower-case letter after a number
+        // is a variable, `k` included.
+        let s = stats("Why does x2 differ from utf8 and sha256 when 4z and 4k + 3 are given?");
+        assert_eq!((s.idents, s.vars), (3, 2), "{s:?}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
     reason = "only the parts the block scanner is compared with are called"
 )]
 
-use super::{HEAD, TAIL};
+use super::{HEAD, TAIL, is_magnitude};
 use crate::lexicon::{self, Cue, StemHash};
 use crate::request::Content;
 
@@ -523,6 +523,9 @@ struct Scanner {
     w_has_digit: bool,
     w_underscore: bool,
     w_camel: bool,
+    /// The word has a lower-case letter: letters and digits with capitals only (`Q3`, `A100`)
+    /// are names, not identifiers.
+    w_lower: bool,
     w_lower_run: u32,
     w_greek: bool,
     stem: StemHash,
@@ -576,6 +579,7 @@ impl Scanner {
             w_has_digit: false,
             w_underscore: false,
             w_camel: false,
+            w_lower: false,
             w_lower_run: 0,
             w_greek: false,
             stem: StemHash::new(),
@@ -697,6 +701,12 @@ impl Scanner {
             return start;
         }
         let letters = &rest[..run];
+        let any_lower = letters.iter().any(|b| b.is_ascii_lowercase());
+        if self.w_chars == 0 {
+            self.w_lower = any_lower;
+        } else {
+            self.w_lower |= any_lower;
+        }
         if lower_bits != 0 {
             // Lower case only: the run of lower-case letters grows, camelCase cannot start.
             self.w_lower_run += run as u32;
@@ -993,12 +1003,14 @@ impl Scanner {
     fn word_letter(&mut self, c: u32, lower: bool, upper: bool) {
         if self.w_chars == 0 {
             self.w_first = c;
+            self.w_lower = lower;
             self.stem = StemHash::new();
         } else if upper && self.w_lower_run >= 2 && (0x61..=0x7A).contains(&self.w_first) {
             // camelCase (`getValue`); PascalCase (`YouTube`) and `iPhone` are names.
             self.w_camel = true;
         }
         self.w_lower_run = if lower { self.w_lower_run + 1 } else { 0 };
+        self.w_lower |= lower;
         self.w_chars += 1;
         self.w_alpha += 1;
         self.stem.push(lexicon::fold(c));
@@ -1035,13 +1047,15 @@ impl Scanner {
         }
         self.last_short_vowel = false;
         if self.w_digit_first {
-            // `4z` is a coefficient and a variable; `3rd` and `10th` are ordinals.
-            if self.w_alpha == 1 && !self.in_fence {
+            // `4z` is a coefficient and a variable; `3rd` and `10th` are ordinals; `$4.1M`, `2B`
+            // and `3T` are magnitudes.
+            if self.w_alpha == 1 && !self.in_fence && !is_magnitude(self.w_first) {
                 self.s.vars += 1;
             }
             self.last_tok = Tok::Short;
         } else {
-            if self.w_underscore || self.w_camel || (self.w_has_digit && chars >= 2) {
+            if self.w_underscore || self.w_camel || (self.w_has_digit && chars >= 2 && self.w_lower)
+            {
                 self.s.idents += 1;
             }
             if chars == 1 {
