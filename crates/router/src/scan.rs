@@ -622,6 +622,17 @@ struct Scanner {
     op: [u8; 2],
     op_len: u8,
     op_lhs: Tok,
+    /// Where the pending operator run starts.
+    op_pos: usize,
+    // Where the current or last number starts and where it ended.
+    num_start: usize,
+    num_end: usize,
+    /// A hyphen or slash counted as an operator between numbers written tight (`12-5`), and
+    /// where its right-hand number starts: the same separator right after that number makes
+    /// a date, a phone number or a code (`2024-05-01`, `555-123-4567`), not arithmetic.
+    chain_sep: u8,
+    chain_start: usize,
+    chain_undone: bool,
     // Multi-byte characters.
     cp: u32,
     need: u8,
@@ -680,6 +691,12 @@ impl Scanner {
             op: [0; 2],
             op_len: 0,
             op_lhs: Tok::None,
+            op_pos: 0,
+            num_start: 0,
+            num_end: 0,
+            chain_sep: 0,
+            chain_start: usize::MAX,
+            chain_undone: false,
             cp: 0,
             need: 0,
             prev_cjk: 0,
@@ -709,6 +726,7 @@ impl Scanner {
         self.prev_cjk = 0;
         self.prev_byte = b'\n';
         self.last_tok = Tok::None;
+        self.chain_start = usize::MAX;
     }
 
     fn end_part(&mut self) {
@@ -1004,6 +1022,7 @@ impl Scanner {
                 } else {
                     if !self.in_num {
                         self.in_num = true;
+                        self.num_start = self.pos;
                         self.num_hash = 0xcbf2_9ce4_8422_2325;
                         self.l_numbers = self.l_numbers.saturating_add(1);
                     }
@@ -1159,6 +1178,7 @@ impl Scanner {
             self.op_lhs = self.last_tok;
             self.op[0] = b;
             self.op_len = 1;
+            self.op_pos = self.pos;
         } else if self.op_len == 1 && self.prev_byte == self.op[0] {
             self.op[1] = b;
             self.op_len = 2;
@@ -1168,6 +1188,7 @@ impl Scanner {
             self.op_lhs = Tok::Other;
             self.op[0] = b;
             self.op_len = 1;
+            self.op_pos = self.pos;
         }
     }
 
@@ -1193,7 +1214,7 @@ impl Scanner {
         let operand = matches!(lhs, Tok::Number | Tok::Short | Tok::Word | Tok::Close);
         let has_rhs = rhs != Rhs::None;
         if self.op_len == 1 {
-            let counts = match self.op[0] {
+            let mut counts = match self.op[0] {
                 b'=' | b'+' | b'*' | b'^' | b'<' | b'>' => operand && has_rhs,
                 // `x % 2` is an operator; `15% of` is a percentage.
                 b'%' => operand && matches!(rhs, Rhs::Digit | Rhs::Open),
@@ -1212,6 +1233,9 @@ impl Scanner {
                 },
                 _ => false,
             };
+            if counts && lhs == Tok::Number && rhs == Rhs::Digit {
+                counts = self.tight_number_separator();
+            }
             if counts {
                 self.s.math_ops += 1;
             }
@@ -1242,6 +1266,30 @@ impl Scanner {
         }
         self.op_len = 0;
         self.last_tok = Tok::Other;
+    }
+
+    /// Whether a hyphen or slash between two numbers, about to count as an operator, is one:
+    /// `12-5` is, but the separators of `2024-05-01` or `555-123-4567` are not. Written tight,
+    /// the first counts; when the same separator follows its right-hand number, also tight,
+    /// the first is taken back and neither that one nor the rest of the chain counts.
+    fn tight_number_separator(&mut self) -> bool {
+        let sep = self.op[0];
+        let tight = self.num_end == self.op_pos && self.pos == self.op_pos + 1;
+        if !tight || !matches!(sep, b'-' | b'/') {
+            return true;
+        }
+        let chained = self.chain_start == self.num_start && self.chain_sep == sep;
+        self.chain_sep = sep;
+        self.chain_start = self.pos;
+        if !chained {
+            self.chain_undone = false;
+            return true;
+        }
+        if !self.chain_undone {
+            self.chain_undone = true;
+            self.s.math_ops = self.s.math_ops.saturating_sub(1);
+        }
+        false
     }
 
     fn word_letter(&mut self, c: u32, lower: bool, upper: bool) {
@@ -1277,6 +1325,7 @@ impl Scanner {
     fn end_number(&mut self) {
         if self.in_num {
             self.in_num = false;
+            self.num_end = self.pos;
             self.s.number_set |= 1u64 << (self.num_hash % 64);
             self.last_tok = Tok::Number;
         }
@@ -1750,6 +1799,16 @@ mod tests {
         // is a variable, `k` included.
         let s = stats("Why does x2 differ from utf8 and sha256 when 4z and 4k + 3 are given?");
         assert_eq!((s.idents, s.vars), (3, 2), "{s:?}");
+    }
+
+    #[test]
+    fn dates_phone_numbers_and_codes_are_not_arithmetic() {
+        let s = stats("Meet on 2024-05-01 or 06/12/2024; call 1-800-555-0199 first.");
+        assert_eq!(s.math_ops, 0, "{s:?}");
+        // One separator between numbers is still an operator, tight or spaced, and a chain
+        // of different ones is arithmetic.
+        let s = stats("Compute 12-5 and 3/4, then 7 - 2 and 8-4/2.");
+        assert_eq!(s.math_ops, 5, "{s:?}");
     }
 
     #[test]
