@@ -540,6 +540,54 @@ fn token_counts(bytes: &[u8], s: &mut Stats) {
     }
 }
 
+/// The separators between numbers that make a date, a phone number or a code rather than
+/// arithmetic. A hyphen or slash written tight between two numbers counts as an operator
+/// (`12-5`); when the same separator follows its right-hand number, also tight, the first is
+/// taken back and neither that one nor the rest of the chain counts (`2024-05-01`,
+/// `06/12/2024`, `555-123-4567`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SeparatorChain {
+    sep: u8,
+    /// Where the right-hand number of the last separator counted (or chained) starts.
+    start: usize,
+    undone: bool,
+}
+
+impl SeparatorChain {
+    pub(crate) const NONE: SeparatorChain = SeparatorChain {
+        sep: 0,
+        start: usize::MAX,
+        undone: false,
+    };
+
+    /// Whether the operator `op` between a number starting at `lhs_start` and one starting at
+    /// `rhs_start`, which would count, does; takes back the chain's first from `math_ops`.
+    pub(crate) fn counts(
+        &mut self,
+        op: u8,
+        tight: bool,
+        lhs_start: usize,
+        rhs_start: usize,
+        math_ops: &mut u32,
+    ) -> bool {
+        if !tight || !matches!(op, b'-' | b'/') {
+            return true;
+        }
+        let chained = self.start == lhs_start && self.sep == op;
+        self.sep = op;
+        self.start = rhs_start;
+        if !chained {
+            self.undone = false;
+            return true;
+        }
+        if !self.undone {
+            self.undone = true;
+            *math_ops = math_ops.saturating_sub(1);
+        }
+        false
+    }
+}
+
 /// Whether a letter after a number is a magnitude (`$4.1M`, `2B`, `3T`, `10K`) rather than a
 /// variable. Only capitals: a lower-case `k` is as often a variable (`4k + 3`) as thousands.
 #[inline]
@@ -627,12 +675,7 @@ struct Scanner {
     // Where the current or last number starts and where it ended.
     num_start: usize,
     num_end: usize,
-    /// A hyphen or slash counted as an operator between numbers written tight (`12-5`), and
-    /// where its right-hand number starts: the same separator right after that number makes
-    /// a date, a phone number or a code (`2024-05-01`, `555-123-4567`), not arithmetic.
-    chain_sep: u8,
-    chain_start: usize,
-    chain_undone: bool,
+    chain: SeparatorChain,
     // Multi-byte characters.
     cp: u32,
     need: u8,
@@ -694,9 +737,7 @@ impl Scanner {
             op_pos: 0,
             num_start: 0,
             num_end: 0,
-            chain_sep: 0,
-            chain_start: usize::MAX,
-            chain_undone: false,
+            chain: SeparatorChain::NONE,
             cp: 0,
             need: 0,
             prev_cjk: 0,
@@ -726,7 +767,7 @@ impl Scanner {
         self.prev_cjk = 0;
         self.prev_byte = b'\n';
         self.last_tok = Tok::None;
-        self.chain_start = usize::MAX;
+        self.chain = SeparatorChain::NONE;
     }
 
     fn end_part(&mut self) {
@@ -1234,7 +1275,15 @@ impl Scanner {
                 _ => false,
             };
             if counts && lhs == Tok::Number && rhs == Rhs::Digit {
-                counts = self.tight_number_separator();
+                // Written tight: the number ends at the operator, the next starts after it.
+                let tight = self.num_end == self.op_pos && self.pos == self.op_pos + 1;
+                counts = self.chain.counts(
+                    self.op[0],
+                    tight,
+                    self.num_start,
+                    self.pos,
+                    &mut self.s.math_ops,
+                );
             }
             if counts {
                 self.s.math_ops += 1;
@@ -1266,30 +1315,6 @@ impl Scanner {
         }
         self.op_len = 0;
         self.last_tok = Tok::Other;
-    }
-
-    /// Whether a hyphen or slash between two numbers, about to count as an operator, is one:
-    /// `12-5` is, but the separators of `2024-05-01` or `555-123-4567` are not. Written tight,
-    /// the first counts; when the same separator follows its right-hand number, also tight,
-    /// the first is taken back and neither that one nor the rest of the chain counts.
-    fn tight_number_separator(&mut self) -> bool {
-        let sep = self.op[0];
-        let tight = self.num_end == self.op_pos && self.pos == self.op_pos + 1;
-        if !tight || !matches!(sep, b'-' | b'/') {
-            return true;
-        }
-        let chained = self.chain_start == self.num_start && self.chain_sep == sep;
-        self.chain_sep = sep;
-        self.chain_start = self.pos;
-        if !chained {
-            self.chain_undone = false;
-            return true;
-        }
-        if !self.chain_undone {
-            self.chain_undone = true;
-            self.s.math_ops = self.s.math_ops.saturating_sub(1);
-        }
-        false
     }
 
     fn word_letter(&mut self, c: u32, lower: bool, upper: bool) {

@@ -6,7 +6,7 @@
     reason = "only the parts the block scanner is compared with are called"
 )]
 
-use super::{HEAD, TAIL, is_magnitude};
+use super::{HEAD, SeparatorChain, TAIL, is_magnitude};
 use crate::lexicon::{self, Cue, StemHash};
 use crate::request::Content;
 
@@ -559,12 +559,7 @@ struct Scanner {
     // Where the current or last number starts and where it ended.
     num_start: usize,
     num_end: usize,
-    /// A hyphen or slash counted as an operator between numbers written tight (`12-5`), and
-    /// where its right-hand number starts: the same separator right after that number makes
-    /// a date, a phone number or a code (`2024-05-01`, `555-123-4567`), not arithmetic.
-    chain_sep: u8,
-    chain_start: usize,
-    chain_undone: bool,
+    chain: SeparatorChain,
     // Multi-byte characters.
     cp: u32,
     need: u8,
@@ -616,9 +611,7 @@ impl Scanner {
             op_pos: 0,
             num_start: 0,
             num_end: 0,
-            chain_sep: 0,
-            chain_start: usize::MAX,
-            chain_undone: false,
+            chain: SeparatorChain::NONE,
             cp: 0,
             need: 0,
             prev_cjk: 0,
@@ -645,7 +638,7 @@ impl Scanner {
         self.prev_cjk = 0;
         self.prev_byte = b'\n';
         self.last_tok = Tok::None;
-        self.chain_start = usize::MAX;
+        self.chain = SeparatorChain::NONE;
     }
 
     fn end_part(&mut self) {
@@ -990,7 +983,15 @@ impl Scanner {
                 _ => false,
             };
             if counts && lhs == Tok::Number && rhs == Rhs::Digit {
-                counts = self.tight_number_separator();
+                // Written tight: the number ends at the operator, the next starts after it.
+                let tight = self.num_end == self.op_pos && self.pos == self.op_pos + 1;
+                counts = self.chain.counts(
+                    self.op[0],
+                    tight,
+                    self.num_start,
+                    self.pos,
+                    &mut self.s.math_ops,
+                );
             }
             if counts {
                 self.s.math_ops += 1;
@@ -1022,30 +1023,6 @@ impl Scanner {
         }
         self.op_len = 0;
         self.last_tok = Tok::Other;
-    }
-
-    /// Whether a hyphen or slash between two numbers, about to count as an operator, is one:
-    /// `12-5` is, but the separators of `2024-05-01` or `555-123-4567` are not. Written tight,
-    /// the first counts; when the same separator follows its right-hand number, also tight,
-    /// the first is taken back and neither that one nor the rest of the chain counts.
-    fn tight_number_separator(&mut self) -> bool {
-        let sep = self.op[0];
-        let tight = self.num_end == self.op_pos && self.pos == self.op_pos + 1;
-        if !tight || !matches!(sep, b'-' | b'/') {
-            return true;
-        }
-        let chained = self.chain_start == self.num_start && self.chain_sep == sep;
-        self.chain_sep = sep;
-        self.chain_start = self.pos;
-        if !chained {
-            self.chain_undone = false;
-            return true;
-        }
-        if !self.chain_undone {
-            self.chain_undone = true;
-            self.s.math_ops = self.s.math_ops.saturating_sub(1);
-        }
-        false
     }
 
     fn word_letter(&mut self, c: u32, lower: bool, upper: bool) {
