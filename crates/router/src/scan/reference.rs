@@ -554,11 +554,10 @@ struct Scanner {
     op: [u8; 2],
     op_len: u8,
     op_lhs: Tok,
-    /// Where the pending operator run starts.
-    op_pos: usize,
-    // Where the current or last number starts and where it ended.
+    /// The pending operator run follows a digit.
+    op_after_digit: bool,
+    /// Where the current or last number starts.
     num_start: usize,
-    num_end: usize,
     chain: SeparatorChain,
     // Multi-byte characters.
     cp: u32,
@@ -608,9 +607,8 @@ impl Scanner {
             op: [0; 2],
             op_len: 0,
             op_lhs: Tok::None,
-            op_pos: 0,
+            op_after_digit: false,
             num_start: 0,
-            num_end: 0,
             chain: SeparatorChain::NONE,
             cp: 0,
             need: 0,
@@ -927,7 +925,7 @@ impl Scanner {
             self.op_lhs = self.last_tok;
             self.op[0] = b;
             self.op_len = 1;
-            self.op_pos = self.pos;
+            self.op_after_digit = self.prev_byte.is_ascii_digit();
         } else if self.op_len == 1 && self.prev_byte == self.op[0] {
             self.op[1] = b;
             self.op_len = 2;
@@ -937,7 +935,7 @@ impl Scanner {
             self.op_lhs = Tok::Other;
             self.op[0] = b;
             self.op_len = 1;
-            self.op_pos = self.pos;
+            self.op_after_digit = self.prev_byte.is_ascii_digit();
         }
     }
 
@@ -983,8 +981,8 @@ impl Scanner {
                 _ => false,
             };
             if counts && lhs == Tok::Number && rhs == Rhs::Digit {
-                // Written tight: the number ends at the operator, the next starts after it.
-                let tight = self.num_end == self.op_pos && self.pos == self.op_pos + 1;
+                // Written tight: a digit right before the operator and right after it.
+                let tight = self.op_after_digit && self.prev_byte == self.op[0];
                 counts = self.chain.counts(
                     self.op[0],
                     tight,
@@ -1044,7 +1042,6 @@ impl Scanner {
     fn end_number(&mut self) {
         if self.in_num {
             self.in_num = false;
-            self.num_end = self.pos;
             self.s.number_set |= 1u64 << (self.num_hash % 64);
             self.last_tok = Tok::Number;
         }
