@@ -65,6 +65,16 @@ impl Capabilities {
             && (!required.reasoning || self.reasoning)
     }
 
+    /// Every capability either asks for.
+    pub fn union(&self, other: &Capabilities) -> Capabilities {
+        Capabilities {
+            tools: self.tools || other.tools,
+            vision: self.vision || other.vision,
+            json: self.json || other.json,
+            reasoning: self.reasoning || other.reasoning,
+        }
+    }
+
     fn from_names(model: &str, names: &[String]) -> Result<Capabilities> {
         let mut c = Capabilities::default();
         for n in names {

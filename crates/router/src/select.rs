@@ -255,13 +255,7 @@ impl Selector {
         };
         // What the request needs and what the constraints require, checked as one; most
         // requests need nothing, and then no model is checked.
-        let (needs, also) = (&c.needs, &self.constraints.required);
-        let required = Capabilities {
-            tools: needs.tools || also.tools,
-            vision: needs.vision || also.vision,
-            json: needs.json || also.json,
-            reasoning: needs.reasoning || also.reasoning,
-        };
+        let required = c.needs.union(&self.constraints.required);
         let any_required = required != Capabilities::default();
         let mut candidates = Vec::with_capacity(catalog.len());
         for m in catalog.models() {
