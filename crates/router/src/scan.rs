@@ -20,6 +20,10 @@
 //! time, and counted at once; such a run is tried after a word and a space, where prose goes
 //! on, not at every word.
 
+use std::sync::LazyLock;
+
+use memchr::memmem;
+
 use crate::lexicon::{self, Cue, StemHash};
 use crate::request::Content;
 
@@ -258,7 +262,7 @@ fn zones(content: &Content<'_>, total: usize) -> (usize, usize) {
     });
     let head_end = match (intro, line_end) {
         (true, Some(e)) => e,
-        _ => match find_pair(head, b'\n') {
+        _ => match find_blank_line(head) {
             Some(p) => p,
             // A long text without a blank line near its start: its first line is the
             // instruction (or the title of what follows).
@@ -269,7 +273,7 @@ fn zones(content: &Content<'_>, total: usize) -> (usize, usize) {
     let last = content.parts().last().unwrap_or("").as_bytes();
     let from = last.len().saturating_sub(ZONE);
     let tail = &last[from..];
-    let tail_start_in_last = match rfind_pair(tail, b'\n') {
+    let tail_start_in_last = match rfind_blank_line(tail) {
         // After an intro line, a long last paragraph is the payload, not an instruction.
         Some(p) if intro && tail.len() - p > MAX_INSTRUCTION_LINE => last.len(),
         Some(p) => from + p + 2,
@@ -285,87 +289,36 @@ fn zones(content: &Content<'_>, total: usize) -> (usize, usize) {
     (head_end, tail_start)
 }
 
-// Byte searches over the up to 600-byte zones. A plain `position` loop stops at each byte to
-// test for the end; these look at 16 bytes at a time (a loop without an early exit, which the
-// compiler vectorises) and only walk the bytes of a block that holds the byte sought.
-
-const BLOCK: usize = 16;
-
-fn has_byte(block: &[u8], c: u8) -> bool {
-    block.iter().fold(false, |found, &b| found | (b == c))
-}
+// Byte searches over the up to 600-byte zones, with `memchr` (vector code chosen for the
+// machine at run time). A text without blank lines has many single line breaks: the blank line
+// is searched for as two bytes, not from line break to line break.
 
 /// The first `c` in `b`.
 fn find_byte(b: &[u8], c: u8) -> Option<usize> {
-    let mut start = 0;
-    for block in b.chunks(BLOCK) {
-        if has_byte(block, c) {
-            return block.iter().position(|&x| x == c).map(|i| start + i);
-        }
-        start += block.len();
-    }
-    None
+    memchr::memchr(c, b)
 }
 
 /// The last `c` in `b`.
 fn rfind_byte(b: &[u8], c: u8) -> Option<usize> {
-    let mut end = b.len();
-    for block in b.rchunks(BLOCK) {
-        end -= block.len();
-        if has_byte(block, c) {
-            return block.iter().rposition(|&x| x == c).map(|i| end + i);
-        }
-    }
-    None
+    memchr::memrchr(c, b)
 }
 
-/// One bit per byte of `block` that is `c` (a vector comparison and a mask move).
-fn mask_of(block: &[u8; BLOCK], c: u8) -> u32 {
-    block
-        .iter()
-        .enumerate()
-        .fold(0, |m, (i, &b)| m | (u32::from(b == c) << i))
+/// Two line breaks in a row; the searcher is built once.
+static BLANK_LINE: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\n\n"));
+
+/// Where the first blank line's two line breaks start.
+fn find_blank_line(b: &[u8]) -> Option<usize> {
+    BLANK_LINE.find(b)
 }
 
-// A text without blank lines has many single line breaks: looking for the pair in masks of 16
-// bytes reads each byte once, instead of stopping at every line break.
-
-/// The first position of two `c` in a row.
-// Out of line: inlined into `scan` the mask is built byte by byte, not with one comparison.
-#[inline(never)]
-fn find_pair(b: &[u8], c: u8) -> Option<usize> {
-    let blocks = b.chunks_exact(BLOCK);
-    let rest = blocks.remainder();
-    let mut start = 0;
-    // Whether the byte before the block is `c`.
-    let mut carry = false;
-    for block in blocks {
-        let m = block.try_into().map_or(0, |block| mask_of(block, c));
-        if carry && m & 1 != 0 {
-            return Some(start - 1);
-        }
-        let pairs = m & (m >> 1);
-        if pairs != 0 {
-            return Some(start + pairs.trailing_zeros() as usize);
-        }
-        carry = m >> (BLOCK - 1) != 0;
-        start += BLOCK;
-    }
-    if carry && rest.first() == Some(&c) {
-        return Some(start - 1);
-    }
-    rest.windows(2)
-        .position(|w| w[0] == c && w[1] == c)
-        .map(|i| start + i)
-}
-
-/// The last position of two `c` in a row.
-fn rfind_pair(b: &[u8], c: u8) -> Option<usize> {
-    // Forwards, from pair to pair: blank lines are few, and a backward loop over the masks is
-    // compiled to byte-by-byte work.
+/// Where the last blank line's two line breaks start (the last two of a longer run).
+fn rfind_blank_line(b: &[u8]) -> Option<usize> {
+    // Forwards, from blank line to blank line: they are few, and the backward searcher has no
+    // vector code for a needle this short.
     let mut last = None;
     let mut from = 0;
-    while let Some(i) = b.get(from..).and_then(|rest| find_pair(rest, c)) {
+    while let Some(i) = b.get(from..).and_then(find_blank_line) {
         last = Some(from + i);
         from += i + 1;
     }
@@ -1972,8 +1925,8 @@ mod tests {
                 assert_eq!(find_byte(b, b'\n'), b.iter().position(|&x| x == b'\n'));
                 assert_eq!(rfind_byte(b, b'\n'), b.iter().rposition(|&x| x == b'\n'));
                 let pair = |w: &[u8]| w[0] == b'\n' && w[1] == b'\n';
-                assert_eq!(find_pair(b, b'\n'), b.windows(2).position(pair));
-                assert_eq!(rfind_pair(b, b'\n'), b.windows(2).rposition(pair));
+                assert_eq!(find_blank_line(b), b.windows(2).position(pair));
+                assert_eq!(rfind_blank_line(b), b.windows(2).rposition(pair));
             }
         }
     }
@@ -2284,8 +2237,8 @@ mod tests {
                 .collect();
             let pair_at = |i: &usize| text[*i] == b'\n' && text[*i + 1] == b'\n';
             let all: Vec<usize> = (0..len.saturating_sub(1)).filter(pair_at).collect();
-            assert_eq!(find_pair(&text, b'\n'), all.first().copied(), "{text:?}");
-            assert_eq!(rfind_pair(&text, b'\n'), all.last().copied(), "{text:?}");
+            assert_eq!(find_blank_line(&text), all.first().copied(), "{text:?}");
+            assert_eq!(rfind_blank_line(&text), all.last().copied(), "{text:?}");
         }
     }
 
