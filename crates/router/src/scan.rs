@@ -550,6 +550,35 @@ pub(crate) fn is_magnitude(letter: u32) -> bool {
     matches!(letter, 0x4B | 0x4D | 0x42 | 0x54)
 }
 
+/// The character whose lead byte is at `bytes[i]`, and its length, if all its continuation
+/// bytes follow; decoded as `utf8_byte` decodes it, byte by byte.
+#[inline]
+fn complete_char(bytes: &[u8], i: usize) -> Option<(u32, usize)> {
+    let cont = |k: usize| bytes.get(i + k).copied().filter(|&b| b & 0xC0 == 0x80);
+    let lead = bytes[i];
+    match lead {
+        0xC0..=0xDF => {
+            let b1 = cont(1)?;
+            Some(((u32::from(lead & 0x1F) << 6) | u32::from(b1 & 0x3F), 2))
+        }
+        0xE0..=0xEF => {
+            let (b1, b2) = (cont(1)?, cont(2)?);
+            let c =
+                (u32::from(lead & 0x0F) << 12) | (u32::from(b1 & 0x3F) << 6) | u32::from(b2 & 0x3F);
+            Some((c, 3))
+        }
+        0xF0..=0xF7 => {
+            let (b1, b2, b3) = (cont(1)?, cont(2)?, cont(3)?);
+            let c = (u32::from(lead & 0x07) << 18)
+                | (u32::from(b1 & 0x3F) << 12)
+                | (u32::from(b2 & 0x3F) << 6)
+                | u32::from(b3 & 0x3F);
+            Some((c, 4))
+        }
+        _ => None,
+    }
+}
+
 /// How many of the eight bytes of `w` (in memory order) are ASCII lower-case letters before
 /// the first that is not.
 #[inline]
@@ -814,6 +843,18 @@ impl Scanner {
                 }
                 self.prev_byte = b;
             } else {
+                if let Some((c, len)) = complete_char(bytes, i) {
+                    // A whole character at once: what `utf8_byte` does over its bytes.
+                    self.s.scripts[usize::from(CLASS[usize::from(b)] - C_SCRIPT)] += 1;
+                    let last = i + len - 1;
+                    self.pos = last;
+                    self.prev_byte = bytes[last - 1];
+                    self.need = 0;
+                    self.char(c);
+                    self.prev_byte = bytes[last];
+                    i += len;
+                    continue;
+                }
                 self.utf8_byte(b);
                 self.prev_byte = b;
             }
