@@ -653,7 +653,8 @@ struct Scanner {
     /// too (`x-y`), prose otherwise (`t-shirt`).
     pending_short_op: bool,
     // The current line.
-    l_sig: u32,
+    /// The line has a significant (non-space) byte.
+    l_text: bool,
     l_head: [u8; 5],
     l_head_len: u8,
     l_last: u8,
@@ -717,7 +718,7 @@ impl Scanner {
             last_tok: Tok::None,
             last_short_vowel: false,
             pending_short_op: false,
-            l_sig: 0,
+            l_text: false,
             l_head: [0; 5],
             l_head_len: 0,
             l_last: 0,
@@ -811,7 +812,7 @@ impl Scanner {
                             self.pos = i;
                             // A word is open (no number), and the line has begun: what
                             // `end_token` and `line_space` do, without their tests.
-                            debug_assert!(!self.in_num && self.w_chars != 0 && self.l_sig > 0);
+                            debug_assert!(!self.in_num && self.w_chars != 0 && self.l_text);
                             self.end_word();
                             self.line_space_after_text();
                             i += 1;
@@ -960,7 +961,7 @@ impl Scanner {
         self.l_words = self
             .l_words
             .saturating_add(u16::try_from(words).unwrap_or(u16::MAX));
-        self.l_sig += letters as u32 + marks;
+        self.l_text = true;
         // Every byte taken (letters, spaces after them, marks) is one the line's head records.
         self.line_head(bytes.get(start..next).unwrap_or_default());
         self.l_last = last;
@@ -1040,7 +1041,7 @@ impl Scanner {
         self.w_chars += n;
         self.w_alpha += n;
         self.line_head(letters);
-        self.l_sig += n;
+        self.l_text = true;
         let last = letters[run - 1];
         self.l_last = last;
         self.prev_byte = last;
@@ -1091,7 +1092,7 @@ impl Scanner {
             b'\t' => {
                 self.end_token();
                 self.line_space();
-                if self.l_sig > 0 {
+                if self.l_text {
                     self.l_tabs = self.l_tabs.saturating_add(1);
                 }
             }
@@ -1505,13 +1506,13 @@ impl Scanner {
             self.l_head[self.l_head_len as usize] = b;
             self.l_head_len += 1;
         }
-        self.l_sig += 1;
+        self.l_text = true;
         self.l_last = b;
     }
 
     /// A space inside the line: kept in the head, where it separates `1.` from the text.
     fn line_space(&mut self) {
-        if self.l_sig > 0 {
+        if self.l_text {
             self.line_space_after_text();
         }
     }
@@ -1526,11 +1527,11 @@ impl Scanner {
     }
 
     fn end_line(&mut self) {
-        if self.l_sig == 0 {
+        if !self.l_text {
             // A blank line ends any quotation left open.
             self.in_quote = false;
         }
-        if self.l_sig > 0 {
+        if self.l_text {
             self.s.lines += 1;
             let head = &self.l_head[..self.l_head_len as usize];
             if head.starts_with(b"```") || head.starts_with(b"~~~") {
@@ -1560,7 +1561,7 @@ impl Scanner {
                 self.s.data_rows += 1;
             }
         }
-        self.l_sig = 0;
+        self.l_text = false;
         self.l_head_len = 0;
         self.l_last = 0;
         self.l_pipes = 0;
