@@ -795,10 +795,12 @@ impl Scanner {
                 // than through the dispatch on every ASCII byte.
                 if is_letter(b) {
                     self.s.words += 1;
-                    if self.w_chars == 0 && !self.in_num && self.op_len == 0 {
-                        // A new word with nothing pending before it (most words): what
-                        // `ascii_letter` does for its first letter is what `letter_run` does for
-                        // the others, once the word is started.
+                    if self.w_chars == 0 && !self.in_num {
+                        // A new word (most words): an operator before it is judged first, as
+                        // `ascii_letter` does, and then nothing is pending. What `ascii_letter`
+                        // does for the word's first letter is what `letter_run` does for the
+                        // others, once the word is started.
+                        self.resolve_op(Rhs::Letter);
                         self.w_first = u32::from(b);
                         self.w_lazy = true;
                         i = self.letter_run(bytes, i);
