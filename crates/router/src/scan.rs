@@ -17,8 +17,8 @@
 //! zone. Other words are hashed a character at a time (a chain of multiplications).
 //! Between the zones, where the scanner only counts ordinary words, a run of them (letters, a
 //! space or a sentence mark, the next word) is measured in a tight loop, eight letters at a
-//! time, and counted at once; such a run is tried after a word and a space, where prose goes
-//! on, not at every word.
+//! time, and counted at once; such a run is tried where a word follows a space, not at every
+//! word.
 
 use std::sync::LazyLock;
 
@@ -579,6 +579,14 @@ fn complete_char(bytes: &[u8], i: usize) -> Option<(u32, usize)> {
     }
 }
 
+/// Whether the byte after `bytes[i]` is a lower-case ASCII letter: a plain word (two letters or
+/// more, capitals only first) can start at `i`. Checked before trying a run of plain words, so
+/// that single letters, `Q3` or `USA` do not cost a call.
+#[inline]
+fn second_is_lower(bytes: &[u8], i: usize) -> bool {
+    bytes.get(i + 1).is_some_and(u8::is_ascii_lowercase)
+}
+
 /// How many of the eight bytes of `w` (in memory order) are ASCII lower-case letters before
 /// the first that is not.
 #[inline]
@@ -692,6 +700,8 @@ struct Scanner {
     window_zone_tail: usize,
     /// The window has room for plain words between its zones (see `plain_words`).
     prose_between_zones: bool,
+    /// Where the last run of plain words in this window stopped.
+    plain_stop: usize,
 }
 
 impl Scanner {
@@ -746,6 +756,7 @@ impl Scanner {
             window_zone_head: 0,
             window_zone_tail: 0,
             prose_between_zones: false,
+            plain_stop: usize::MAX,
         }
     }
 
@@ -779,6 +790,7 @@ impl Scanner {
         self.window_zone_tail = self.zone_tail.saturating_sub(self.base);
         self.prose_between_zones =
             self.window_zone_tail.min(bytes.len()) > self.window_zone_head + 2;
+        self.plain_stop = usize::MAX;
         // Every window starts after a break, as after a space: the token-estimate counts of a
         // window are those of its bytes alone. They are taken here, byte class by byte class,
         // rather than by `token_counts`, so each byte is read once: a letter reached here starts
@@ -801,6 +813,17 @@ impl Scanner {
                         // does for the word's first letter is what `letter_run` does for the
                         // others, once the word is started.
                         self.resolve_op(Rhs::Letter);
+                        // Plain words go on after a space (after a word, a comma, a full stop),
+                        // but not from where a run of them has just stopped.
+                        if self.prose_between_zones
+                            && self.prev_byte == b' '
+                            && i != self.plain_stop
+                            && second_is_lower(bytes, i)
+                            && let Some(end) = self.plain_words(bytes, i)
+                        {
+                            i = end;
+                            continue;
+                        }
                         self.w_first = u32::from(b);
                         self.w_lazy = true;
                         i = self.letter_run(bytes, i);
@@ -820,6 +843,7 @@ impl Scanner {
                             i += 1;
                             self.s.words += 1;
                             if self.prose_between_zones
+                                && second_is_lower(bytes, i)
                                 && let Some(end) = self.plain_words(bytes, i)
                             {
                                 i = end;
@@ -865,10 +889,10 @@ impl Scanner {
         }
     }
 
-    /// Takes a run of plain words from `start`, where a word starts with nothing pending after
-    /// a word and a space, and returns the index after it; `None` if there is no such run here.
-    /// (Not tried at other word starts: after a mark, a number or a line break, and where a run
-    /// has just stopped, it takes nothing more often than not, and the word is then read twice.)
+    /// Takes a run of plain words from `start`, where a word starts after a space with nothing
+    /// pending, and returns the index after it; `None` if there is no such run here. (Not tried
+    /// where a word follows anything else, or where a run has just stopped: it would take
+    /// nothing more often than not, and the word would then be read twice.)
     ///
     /// A plain word is two or more ASCII letters, capitals only first, followed by a space, by
     /// a line break (which the run stops before), or by one of `,;.?!` and either of those,
@@ -970,6 +994,7 @@ impl Scanner {
         self.prev_byte = bytes[next - 1];
         self.last_tok = last_tok;
         self.last_short_vowel = false;
+        self.plain_stop = next;
         Some(next)
     }
 
