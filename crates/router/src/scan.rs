@@ -17,8 +17,8 @@
 //! zone. Other words are hashed a character at a time (a chain of multiplications).
 //! Between the zones, where the scanner only counts ordinary words, a run of them (letters, a
 //! space or a sentence mark, the next word) is measured in a tight loop, eight letters at a
-//! time, and counted at once; such a run is tried where a word follows a space, not at every
-//! word.
+//! time, and counted at once; such a run is tried where a word follows a space or a line
+//! break, not at every word.
 
 use std::sync::LazyLock;
 
@@ -813,10 +813,10 @@ impl Scanner {
                         // does for the word's first letter is what `letter_run` does for the
                         // others, once the word is started.
                         self.resolve_op(Rhs::Letter);
-                        // Plain words go on after a space (after a word, a comma, a full stop),
-                        // but not from where a run of them has just stopped.
+                        // Plain words go on after a space (after a word, a comma, a full stop)
+                        // and start lines, but not from where a run of them has just stopped.
                         if self.prose_between_zones
-                            && self.prev_byte == b' '
+                            && matches!(self.prev_byte, b' ' | b'\n')
                             && i != self.plain_stop
                             && second_is_lower(bytes, i)
                             && let Some(end) = self.plain_words(bytes, i)
@@ -889,8 +889,8 @@ impl Scanner {
         }
     }
 
-    /// Takes a run of plain words from `start`, where a word starts after a space with nothing
-    /// pending, and returns the index after it; `None` if there is no such run here. (Not tried
+    /// Takes a run of plain words from `start`, where a word starts after a space or a line
+    /// break with nothing pending, and returns the index after it; `None` if there is no such run here. (Not tried
     /// where a word follows anything else, or where a run has just stopped: it would take
     /// nothing more often than not, and the word would then be read twice.)
     ///
