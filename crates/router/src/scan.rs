@@ -2200,6 +2200,30 @@ mod tests {
     }
 
     #[test]
+    fn complete_characters_decode_as_the_standard_library_does() {
+        // Every scalar value below 0x30000 and every 97th above, whole and cut short.
+        let all = (0..0x30000u32).chain((0x30000..=0x10FFFF).step_by(97));
+        for c in all.filter_map(char::from_u32) {
+            let mut buf = [0u8; 5];
+            let len = c.encode_utf8(&mut buf).len();
+            buf[len] = b'x';
+            let expected = (len > 1).then_some((u32::from(c), len));
+            assert_eq!(complete_char(&buf[..=len], 0), expected, "{c:?}");
+            for cut in 1..len {
+                assert_eq!(complete_char(&buf[..cut], 0), None, "{c:?} cut at {cut}");
+                // An ASCII byte where a continuation byte should be.
+                let mut broken = buf;
+                broken[cut] = b'a';
+                assert_eq!(
+                    complete_char(&broken[..len], 0),
+                    None,
+                    "{c:?} broken at {cut}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn lowercase_prefix_counts_what_a_byte_loop_counts() {
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
         // Letters, their neighbours in ASCII, and bytes with the high bit set, in every mix.
