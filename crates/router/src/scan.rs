@@ -550,33 +550,35 @@ pub(crate) fn is_magnitude(letter: u32) -> bool {
     matches!(letter, 0x4B | 0x4D | 0x42 | 0x54)
 }
 
+/// What a UTF-8 lead byte says: how many continuation bytes follow it, and its bits of the
+/// character (none for a byte that cannot lead).
+#[inline]
+fn lead_byte(b: u8) -> (u8, u32) {
+    match b {
+        0xC0..=0xDF => (1, u32::from(b & 0x1F)),
+        0xE0..=0xEF => (2, u32::from(b & 0x0F)),
+        0xF0..=0xF7 => (3, u32::from(b & 0x07)),
+        _ => (0, 0),
+    }
+}
+
 /// The character whose lead byte is at `bytes[i]`, and its length, if all its continuation
 /// bytes follow; decoded as `utf8_byte` decodes it, byte by byte.
 #[inline]
 fn complete_char(bytes: &[u8], i: usize) -> Option<(u32, usize)> {
-    let cont = |k: usize| bytes.get(i + k).copied().filter(|&b| b & 0xC0 == 0x80);
-    let lead = bytes[i];
-    match lead {
-        0xC0..=0xDF => {
-            let b1 = cont(1)?;
-            Some(((u32::from(lead & 0x1F) << 6) | u32::from(b1 & 0x3F), 2))
-        }
-        0xE0..=0xEF => {
-            let (b1, b2) = (cont(1)?, cont(2)?);
-            let c =
-                (u32::from(lead & 0x0F) << 12) | (u32::from(b1 & 0x3F) << 6) | u32::from(b2 & 0x3F);
-            Some((c, 3))
-        }
-        0xF0..=0xF7 => {
-            let (b1, b2, b3) = (cont(1)?, cont(2)?, cont(3)?);
-            let c = (u32::from(lead & 0x07) << 18)
-                | (u32::from(b1 & 0x3F) << 12)
-                | (u32::from(b2 & 0x3F) << 6)
-                | u32::from(b3 & 0x3F);
-            Some((c, 4))
-        }
-        _ => None,
-    }
+    // A continuation byte's six bits of the character.
+    let cont = |k: usize| {
+        let b = bytes.get(i + k).copied().filter(|&b| b & 0xC0 == 0x80)?;
+        Some(u32::from(b & 0x3F))
+    };
+    let (need, lead) = lead_byte(bytes[i]);
+    let c = match need {
+        1 => (lead << 6) | cont(1)?,
+        2 => (lead << 12) | (cont(1)? << 6) | cont(2)?,
+        3 => (lead << 18) | (cont(1)? << 12) | (cont(2)? << 6) | cont(3)?,
+        _ => return None,
+    };
+    Some((c, 1 + usize::from(need)))
 }
 
 /// Whether the byte after `bytes[i]` is a lower-case ASCII letter: a plain word (two letters or
@@ -890,9 +892,10 @@ impl Scanner {
     }
 
     /// Takes a run of plain words from `start`, where a word starts after a space or a line
-    /// break with nothing pending, and returns the index after it; `None` if there is no such run here. (Not tried
-    /// where a word follows anything else, or where a run has just stopped: it would take
-    /// nothing more often than not, and the word would then be read twice.)
+    /// break with nothing pending, and returns the index after it; `None` if there is no such
+    /// run here. (Not tried where a word follows anything else, or where a run has just
+    /// stopped: it would take nothing more often than not, and the word would then be read
+    /// twice.)
     ///
     /// A plain word is two or more ASCII letters, capitals only first, followed by a space, by
     /// a line break (which the run stops before), or by one of `,;.?!` and either of those,
@@ -1602,12 +1605,7 @@ impl Scanner {
     fn utf8_byte(&mut self, b: u8) {
         if b >= 0xC0 {
             self.s.scripts[(CLASS[b as usize] - C_SCRIPT) as usize] += 1;
-            let (need, bits) = match b {
-                0xC0..=0xDF => (1, u32::from(b & 0x1F)),
-                0xE0..=0xEF => (2, u32::from(b & 0x0F)),
-                0xF0..=0xF7 => (3, u32::from(b & 0x07)),
-                _ => (0, 0),
-            };
+            let (need, bits) = lead_byte(b);
             self.need = need;
             self.cp = bits;
             if need == 0 {
