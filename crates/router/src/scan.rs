@@ -925,67 +925,85 @@ impl Scanner {
         }
         // Words and the byte that ends each are before `limit`.
         let text = bytes.get(..limit).unwrap_or_default();
-        let (mut words, mut letters, mut marks) = (0u32, 0usize, 0u32);
-        let (mut last, mut last_tok) = (0u8, Tok::Word);
+        let (mut words, mut marks) = (0u32, 0u32);
+        // The run stopped before a line break (after a word or a mark), which has no space after
+        // it.
+        let mut at_line_end = false;
         let mut next = start;
-        while next < text.len() && is_letter(text[next]) {
-            // Eight letters at a time: most words end in the first eight, in one step, where a
-            // loop over the letters would stop at each.
-            let mut end = next + 1;
-            loop {
-                let Some(eight) = text.get(end..).and_then(|r| r.first_chunk::<8>()) else {
-                    while end < text.len() && text[end].is_ascii_lowercase() {
-                        end += 1;
-                    }
-                    break;
-                };
-                let n = lowercase_prefix(u64::from_le_bytes(*eight));
-                end += n;
-                if n < 8 {
-                    break;
-                }
-            }
-            if end == text.len() || end - next < 2 {
+        // Eight bytes at a word's start hold all of most words and the byte after them. The run
+        // stops where fewer than eight are left; the byte-by-byte path takes the rest.
+        while next + 8 <= text.len() {
+            let eight = u64::from_le_bytes(text[next..next + 8].try_into().unwrap_or_default());
+            let n = lowercase_prefix(eight | 0x20);
+            if n < 2 {
                 break;
             }
-            let (after, more) = match text[end] {
-                b' ' => {
-                    last = text[end - 1];
-                    last_tok = Tok::Word;
-                    (end + 1, true)
+            let mut end = next + n;
+            if n == 8 {
+                // A longer word, eight letters at a time. (One that goes on into the last eight
+                // bytes ends in a letter here, and so stops the run.)
+                while let Some(eight) = text.get(end..end + 8) {
+                    let n =
+                        lowercase_prefix(u64::from_le_bytes(eight.try_into().unwrap_or_default()));
+                    end += n;
+                    if n < 8 {
+                        break;
+                    }
                 }
+            }
+            let Some(&after) = text.get(end) else {
+                break;
+            };
+            if after == b' ' {
+                next = end + 1;
+                words += 1;
+                continue;
+            }
+            match after {
                 // The line break ends the word; the loop then takes the break itself.
                 b'\n' => {
-                    last = text[end - 1];
-                    last_tok = Tok::Word;
-                    (end, false)
+                    next = end;
+                    words += 1;
+                    at_line_end = true;
                 }
-                mark @ (b',' | b';' | b'.' | b'?' | b'!') => {
-                    let more = match bytes.get(end + 1) {
-                        Some(b' ') => true,
-                        Some(b'\n') => false,
-                        _ => break,
-                    };
-                    marks += 1;
-                    last = mark;
-                    last_tok = Tok::Other;
-                    (end + 1 + usize::from(more), more)
-                }
-                _ => break,
-            };
-            words += 1;
-            letters += end - next;
-            next = after;
-            if !more {
-                break;
+                b',' | b';' | b'.' | b'?' | b'!' => match bytes.get(end + 1) {
+                    Some(b' ') => {
+                        next = end + 2;
+                        marks += 1;
+                        words += 1;
+                        continue;
+                    }
+                    Some(b'\n') => {
+                        next = end + 1;
+                        marks += 1;
+                        words += 1;
+                        at_line_end = true;
+                    }
+                    _ => {}
+                },
+                _ => {}
             }
+            break;
         }
         if words == 0 {
             return None;
         }
+        // Every word but one at a line end has one space after it; the rest are letters.
+        let spaces = words - u32::from(at_line_end);
+        let letters = (next - start) as u64 - u64::from(marks + spaces);
+        // The last letter or mark taken.
+        let last = match bytes[next - 1] {
+            b' ' => bytes[next - 2],
+            b => b,
+        };
+        let last_tok = if is_letter(last) {
+            Tok::Word
+        } else {
+            Tok::Other
+        };
         // (The loop counted the first word already.)
         self.s.words += u64::from(words - 1);
-        self.s.letters += letters as u64;
+        self.s.letters += letters;
         self.s.punct += u64::from(marks);
         self.l_words = self
             .l_words
@@ -2247,11 +2265,12 @@ mod tests {
     #[test]
     fn runs_of_plain_words_count_as_the_reference_does() {
         // Prose between the zones, where whole runs of words are taken at once: words ending in
-        // each mark, at line ends, single letters, capitals, a quotation, a code block,
-        // operators breaking runs, and lines whose first bytes are plain words followed by what
-        // would start a list, a heading or a fence, in every fifth prefix.
+        // each mark, at line ends, words of more than eight letters, single letters, capitals, a
+        // quotation, a code block, operators breaking runs, and lines whose first bytes are plain
+        // words followed by what would start a list, a heading or a fence, in every fifth prefix.
         let middle = "The report, as drafted, covers three regions. Does it hold? It does! \
-                      Sales rose; costs fell.\nA short line ends here\nand goes on, then stops.\n\
+                      Sales rose; costs fell. Internationalization considerations: \
+                      extraordinarily understanding.\nA short line ends here\nand goes on, then stops.\n\
                       Then \"quoted words, here. And more\" outside again x y z and a b.\n\
                       ```\nlet value = other, more; done.\n```\n\
                       Mixed words: camelCase HTML iPhone don't e.g. x-y and/or 4z 12 items.\n\
