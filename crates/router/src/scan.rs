@@ -905,8 +905,9 @@ impl Scanner {
     /// significant bytes) and records the line's first bytes. The run is measured in a tight
     /// loop and its counts added at once. What the byte-by-byte path would leave differently
     /// (the last word's first letter and packed stem) is read only while a word is open.
-    #[inline(never)]
+    #[inline(always)]
     fn plain_words(&mut self, bytes: &[u8], start: usize) -> Option<usize> {
+        // Where a run cannot start, decided here, without a call.
         if self.pending_short_op {
             return None;
         }
@@ -919,10 +920,16 @@ impl Scanner {
         } else {
             return None;
         };
-        // (A plain word and its space take three bytes or more.)
-        if start + 3 > limit {
+        // (The run reads eight bytes at each word's start.)
+        if start + 8 > limit {
             return None;
         }
+        self.plain_run(bytes, start, limit)
+    }
+
+    /// The run of [`Scanner::plain_words`], with the bytes it may read up to `limit`.
+    #[inline(never)]
+    fn plain_run(&mut self, bytes: &[u8], start: usize, limit: usize) -> Option<usize> {
         // Words and the byte that ends each are before `limit`.
         let text = bytes.get(..limit).unwrap_or_default();
         let (mut words, mut marks) = (0u32, 0u32);
