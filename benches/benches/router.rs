@@ -10,31 +10,10 @@
 
 use std::hint::black_box;
 
+use cognitude_benches::router::text_of;
 use cognitude_catalog::Catalog;
 use cognitude_router::{Classifier, Message, Mode, Request, Selector};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-
-/// Varied prompt material, repeated and cut to the wanted size (on a character boundary).
-const MATERIAL: &str = "Please review the following notes and answer the questions at the end.\n\
-1. Revenue grew 12% to $4.1M in Q3; churn fell from 3.1% to 2.3%.\n\
-2. The team shipped the new onboarding flow (four screens instead of seven).\n\
-- Open question: should pricing change for annual plans?\n\
-```python\ndef growth(a, b):\n    return (b - a) / a * 100\n```\n\
-Les clients demandent une version mobile ; 客户也希望有移动版本。\n\
-Why did churn fall, and what would you measure next? Explain step by step.\n";
-
-fn text_of(len: usize) -> String {
-    let mut s = String::with_capacity(len + MATERIAL.len());
-    while s.len() < len {
-        s.push_str(MATERIAL);
-    }
-    let mut cut = len;
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    s.truncate(cut);
-    s
-}
 
 fn classify(c: &mut Criterion) {
     let classifier = Classifier::default();
