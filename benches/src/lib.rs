@@ -2,8 +2,7 @@
 
 /// The router benchmarks' prompt material.
 pub mod router {
-    /// Varied prompt material, repeated and cut to the wanted size (on a character boundary):
-    /// prose, a list, numbers, a code block, a little non-Latin script.
+    /// Varied prompt material: prose, a list, numbers, a code block, a little non-Latin script.
     pub const MATERIAL: &str = "Please review the following notes and answer the questions at the end.\n\
 1. Revenue grew 12% to $4.1M in Q3; churn fell from 3.1% to 2.3%.\n\
 2. The team shipped the new onboarding flow (four screens instead of seven).\n\

@@ -958,39 +958,26 @@ impl Scanner {
                     }
                 }
             }
-            let Some(&after) = text.get(end) else {
-                break;
-            };
-            if after == b' ' {
-                next = end + 1;
-                words += 1;
-                continue;
-            }
-            match after {
+            // How many bytes after the word the run takes, and whether it stops there.
+            let (taken, stop) = match text.get(end) {
+                Some(b' ') => (1, false),
                 // The line break ends the word; the loop then takes the break itself.
-                b'\n' => {
-                    next = end;
-                    words += 1;
-                    at_line_end = true;
-                }
-                b',' | b';' | b'.' | b'?' | b'!' => match bytes.get(end + 1) {
-                    Some(b' ') => {
-                        next = end + 2;
-                        marks += 1;
-                        words += 1;
-                        continue;
-                    }
-                    Some(b'\n') => {
-                        next = end + 1;
-                        marks += 1;
-                        words += 1;
-                        at_line_end = true;
-                    }
-                    _ => {}
+                Some(b'\n') => (0, true),
+                Some(b',' | b';' | b'.' | b'?' | b'!') => match bytes.get(end + 1) {
+                    Some(b' ') => (2, false),
+                    Some(b'\n') => (1, true),
+                    _ => break,
                 },
-                _ => {}
+                _ => break,
+            };
+            // A mark was taken where two bytes were, or one before a line break.
+            marks += u32::from(taken == 2 || (taken == 1 && stop));
+            words += 1;
+            next = end + taken;
+            if stop {
+                at_line_end = true;
+                break;
             }
-            break;
         }
         if words == 0 {
             return None;
