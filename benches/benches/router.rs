@@ -10,8 +10,7 @@
 
 use std::hint::black_box;
 
-use cognitude_benches::router::text_of;
-use cognitude_catalog::Catalog;
+use cognitude_benches::router::{SELECT_PROMPT, fifty_models, text_of};
 use cognitude_router::{Classifier, Message, Mode, Request, Selector};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -49,32 +48,10 @@ fn classify(c: &mut Criterion) {
     group.finish();
 }
 
-/// 50 models with spread prices, quality and speeds; all can serve the benchmarked request.
-fn fifty_models() -> Catalog {
-    let mut toml = String::new();
-    for i in 0..50u32 {
-        toml += &format!(
-            "[[model]]\nid = \"model-{i}\"\nprovider = \"provider-{}\"\ninput = {:.2}\noutput = {:.2}\n\
-             context_window = {}\nmax_output = 16000\ncapabilities = [\"tools\", \"json\"]\n\
-             quality = {}\nlatency_ms = {}\ntokens_per_second = {}\n\n",
-            i % 7,
-            f64::from(i % 13 + 1) * 0.1,
-            f64::from(i % 11 + 1) * 0.4,
-            32_000 * (i % 4 + 1),
-            40 + (i * 37) % 60,
-            200 + (i * 53) % 3000,
-            30 + (i * 17) % 300,
-        );
-    }
-    Catalog::from_toml(&toml).unwrap_or_default()
-}
-
 fn select(c: &mut Criterion) {
     let catalog = fifty_models();
     assert_eq!(catalog.len(), 50, "the benchmark catalog must parse");
-    let msgs = [Message::user(
-        "Write a SQL query that returns the top 5 customers by revenue, with a short explanation.",
-    )];
+    let msgs = [Message::user(SELECT_PROMPT)];
     let classification = Classifier::default().classify(&Request::new(&msgs));
     let mut group = c.benchmark_group("select/50-models");
     for mode in Mode::ALL {
