@@ -6,6 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use cognitude_catalog::{Capabilities, Catalog, ModelInfo, Money, TokenUsage};
+use smallvec::SmallVec;
 
 use crate::classify::{Classification, Tier};
 use crate::error::{Error, Rejections, Result};
@@ -257,7 +258,9 @@ impl Selector {
         // requests need nothing, and then no model is checked.
         let required = c.needs.union(&self.constraints.required);
         let any_required = required != Capabilities::default();
-        let mut candidates = Vec::with_capacity(catalog.len());
+        // Unsorted, on the stack for catalogs of up to PACKED_MAX models: the ranked list is
+        // then written once, in order.
+        let mut unsorted: SmallVec<[Candidate<'c>; PACKED_MAX]> = SmallVec::new();
         for m in catalog.models() {
             if !self.constraints.allows(m) {
                 rejected.not_allowed += 1;
@@ -283,7 +286,7 @@ impl Selector {
                 rejected.over_price += 1;
                 continue;
             }
-            candidates.push(Candidate {
+            unsorted.push(Candidate {
                 model: m,
                 cost,
                 latency_ms,
@@ -291,11 +294,18 @@ impl Selector {
             });
         }
         let mode = self.mode;
-        if !sort_by_u64_keys(mode, &mut candidates) && !sort_by_packed_keys(mode, &mut candidates) {
-            // `rank` is a total order (it ends on the model id, unique in a catalog), so an
-            // unstable sort gives the same order as a stable one, without a scratch buffer.
-            candidates.sort_unstable_by(|a, b| rank(mode, a, b));
-        }
+        let candidates = match sort_by_u64_keys(mode, &unsorted)
+            .or_else(|| sort_by_packed_keys(mode, &unsorted))
+        {
+            Some(ranked) => ranked,
+            None => {
+                let mut all = unsorted.into_vec();
+                // `rank` is a total order (it ends on the model id, unique in a catalog), so an
+                // unstable sort gives the same order as a stable one, without a scratch buffer.
+                all.sort_unstable_by(|a, b| rank(mode, a, b));
+                all
+            }
+        };
         let Some(&best) = candidates.first() else {
             return Err(Error::NoModel(rejected));
         };
@@ -314,24 +324,24 @@ impl Selector {
     }
 }
 
-/// The most candidates [`sort_by_packed_keys`] handles: its keys live on the stack, with the
-/// candidate's index in their low bits.
+/// The most candidates the sorts by key handle, and that [`Selector::select`] keeps on the
+/// stack: the keys live there too, with the candidate's index in their low bits.
 const PACKED_MAX: usize = 128;
 const INDEX_BITS: u32 = 7;
 
-/// Sorts candidates in [`rank`] order through one 128-bit key each, if every candidate's
-/// figures fit in it (a cost under 2⁶⁴ picodollars, a latency under 2⁴¹ ms, a quality under
-/// 2¹⁵) and there are at most [`PACKED_MAX`]; returns false, leaving the list as it was,
-/// otherwise. Comparing integers is several times cheaper than [`rank`], which follows each
-/// candidate's model and branches on the mode at every comparison.
+/// The candidates in [`rank`] order, sorted through one 128-bit key each, if every
+/// candidate's figures fit in it (a cost under 2⁶⁴ picodollars, a latency under 2⁴¹ ms, a
+/// quality under 2¹⁵) and there are at most [`PACKED_MAX`]; `None` otherwise. Comparing
+/// integers is several times cheaper than [`rank`], which follows each candidate's model and
+/// branches on the mode at every comparison.
 ///
 /// Key, most significant first: 1 bit below the bar; then the mode's three criteria
 /// (cost: 64 bits, latency: 41, reversed quality: 15) in [`rank`]'s order; then the index.
 /// Equal criteria fall back to the model id, as in [`rank`].
-fn sort_by_packed_keys(mode: Mode, candidates: &mut [Candidate<'_>]) -> bool {
+fn sort_by_packed_keys<'c>(mode: Mode, candidates: &[Candidate<'c>]) -> Option<Vec<Candidate<'c>>> {
     let n = candidates.len();
     if n > PACKED_MAX {
-        return false;
+        return None;
     }
     let mut keys = [0u128; PACKED_MAX];
     for (i, (key, c)) in keys.iter_mut().zip(candidates.iter()).enumerate() {
@@ -340,7 +350,7 @@ fn sort_by_packed_keys(mode: Mode, candidates: &mut [Candidate<'_>]) -> bool {
             c.latency_ms < 1 << 41,
             c.model.quality < 1 << 15,
         ) else {
-            return false;
+            return None;
         };
         let (cost, latency) = (u128::from(cost), u128::from(c.latency_ms));
         let worse_quality = u128::from((1 << 15) - 1 - c.model.quality);
@@ -356,24 +366,23 @@ fn sort_by_packed_keys(mode: Mode, candidates: &mut [Candidate<'_>]) -> bool {
     keys.sort_unstable();
     let index = |k: u128| (k & ((1 << INDEX_BITS) - 1)) as usize;
     let tied = |a: u128, b: u128| (a ^ b) >> INDEX_BITS == 0;
-    arrange(keys, candidates, index, tied);
-    true
+    Some(in_key_order(keys, candidates, index, tied))
 }
 
 /// [`sort_by_packed_keys`] with 64-bit keys, which sort about twice as fast as 128-bit ones:
 /// each criterion takes only the bits that the largest value among these candidates needs.
-/// Returns false, leaving the list as it was, if the three criteria need more than 56 bits
-/// together (or a cost is negative or 2⁶⁴ picodollars or more).
-fn sort_by_u64_keys(mode: Mode, candidates: &mut [Candidate<'_>]) -> bool {
+/// `None` if the three criteria need more than 56 bits together (or a cost is negative or 2⁶⁴
+/// picodollars or more).
+fn sort_by_u64_keys<'c>(mode: Mode, candidates: &[Candidate<'c>]) -> Option<Vec<Candidate<'c>>> {
     let n = candidates.len();
     if n > PACKED_MAX {
-        return false;
+        return None;
     }
     // The bits of a criterion are those of the OR of its values (that of the largest value).
     let (mut costs, mut latencies, mut qualities) = (0u64, 0u64, 0u64);
     for c in candidates.iter() {
         let Ok(cost) = u64::try_from(c.cost.pico()) else {
-            return false;
+            return None;
         };
         costs |= cost;
         latencies |= c.latency_ms;
@@ -382,7 +391,7 @@ fn sort_by_u64_keys(mode: Mode, candidates: &mut [Candidate<'_>]) -> bool {
     let bits = |x: u64| 64 - x.leading_zeros();
     let (wc, wl, wq) = (bits(costs), bits(latencies), bits(qualities));
     if wc + wl + wq > 63 - INDEX_BITS {
-        return false;
+        return None;
     }
     let most_quality = (1u64 << wq) - 1;
     let mut keys = [0u64; PACKED_MAX];
@@ -402,18 +411,17 @@ fn sort_by_u64_keys(mode: Mode, candidates: &mut [Candidate<'_>]) -> bool {
     keys.sort_unstable();
     let index = |k: u64| (k & ((1 << INDEX_BITS) - 1)) as usize;
     let tied = |a: u64, b: u64| (a ^ b) >> INDEX_BITS == 0;
-    arrange(keys, candidates, index, tied);
-    true
+    Some(in_key_order(keys, candidates, index, tied))
 }
 
-/// Puts the candidates in the order of their sorted keys; candidates equal on every criterion
-/// are ordered by model id, as in [`rank`].
-fn arrange<K: Copy>(
+/// The candidates in the order of their sorted keys; candidates equal on every criterion are
+/// ordered by model id, as in [`rank`].
+fn in_key_order<'c, K: Copy>(
     keys: &mut [K],
-    candidates: &mut [Candidate<'_>],
+    candidates: &[Candidate<'c>],
     index: impl Fn(K) -> usize,
     tied: impl Fn(K, K) -> bool,
-) {
+) -> Vec<Candidate<'c>> {
     let n = keys.len();
     // A run of equal keys is rare.
     let mut start = if keys.windows(2).any(|w| tied(w[0], w[1])) {
@@ -436,26 +444,9 @@ fn arrange<K: Copy>(
         }
         start = end;
     }
-    // Moves every candidate to its place, cycle by cycle: position k takes the candidate at
-    // `index(keys[k])`.
-    let mut placed = [false; PACKED_MAX];
-    for first in 0..n {
-        if placed[first] {
-            continue;
-        }
-        let held = candidates[first];
-        let mut k = first;
-        loop {
-            placed[k] = true;
-            let from = index(keys[k]);
-            if from == first {
-                candidates[k] = held;
-                break;
-            }
-            candidates[k] = candidates[from];
-            k = from;
-        }
-    }
+    // Copied in key order: independent loads, where putting a list in order in place follows
+    // the permutation's cycles one dependent load at a time.
+    keys.iter().map(|&k| candidates[index(k)]).collect()
 }
 
 /// Best first. Models that meet the bar come first, ordered by the mode; those below it after,
@@ -550,16 +541,13 @@ fn write_u64(out: &mut String, n: u64) {
 }
 
 /// Writes `n` in decimal with at least `width` digits (zeros in front).
-fn write_digits(out: &mut String, mut n: u64, width: usize) {
-    let mut buf = [b'0'; 20];
-    let mut i = buf.len();
-    while n > 0 || buf.len() - i < width {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
+fn write_digits(out: &mut String, n: u64, width: usize) {
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(n);
+    for _ in digits.len()..width {
+        out.push('0');
     }
-    // Only ASCII digits were written.
-    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
+    out.push_str(digits);
 }
 
 /// Writes `x` with `decimals` (1 or 2) digits after the point, exactly as `{:.N}` does.
@@ -567,16 +555,20 @@ fn write_digits(out: &mut String, mut n: u64, width: usize) {
 /// `{:.N}` rounds the exact binary value, half to even. The product `x · 10ᴺ` is off from the
 /// exact one by far less than 10⁻⁶ in the range taken here, so unless its fraction is that close
 /// to one half, rounding it gives the same digits; the rare other values, and values out of
-/// range, are formatted by the standard library.
+/// range, are formatted by the standard library. Inlined, so that the divisions by `10ᴺ` are
+/// by a constant (multiplications).
+#[inline(always)]
 fn write_fixed(out: &mut String, x: f64, decimals: u32) {
     use std::fmt::Write as _;
     let scale = 10u64.pow(decimals);
     let t = x * scale as f64;
     if x.is_sign_positive() && (0.0..1e12).contains(&t) {
-        let whole = t.floor();
-        let frac = t - whole;
+        // Truncation is the floor here (t ≥ 0), without the library call that `floor` is on
+        // processors without SSE4.1.
+        let whole = t as u64;
+        let frac = t - whole as f64;
         if (frac - 0.5).abs() > 1e-6 {
-            let k = whole as u64 + u64::from(frac > 0.5);
+            let k = whole + u64::from(frac > 0.5);
             write_u64(out, k / scale);
             out.push('.');
             write_digits(out, k % scale, decimals as usize);
@@ -597,16 +589,19 @@ fn write_money(out: &mut String, m: Money) {
     if pico < 0 {
         out.push('-');
     }
-    // The fraction is below 10¹², and whole dollars nearly always fit in 64 bits: 64-bit
-    // arithmetic and formatting avoid the library calls that 128-bit division takes.
-    let frac = (abs % PICO_PER_USD) as u64;
-    match u64::try_from(abs / PICO_PER_USD) {
-        Ok(whole) => write_u64(out, whole),
-        // Writing to a String cannot fail.
-        Err(_) => {
-            let _ = write!(out, "{}", abs / PICO_PER_USD);
+    // Amounts under 2⁶⁴ picodollars (about 18 million dollars) are divided in 64 bits: a
+    // division of a 128-bit value is a library call, and not turned into a multiplication.
+    let frac = match u64::try_from(abs) {
+        Ok(abs) => {
+            write_u64(out, abs / PICO_PER_USD as u64);
+            abs % PICO_PER_USD as u64
         }
-    }
+        Err(_) => {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "{}", abs / PICO_PER_USD);
+            (abs % PICO_PER_USD) as u64
+        }
+    };
     if frac != 0 {
         let (mut frac, mut digits) = (frac, 12);
         // Trailing decimal zeros are dropped.
@@ -813,10 +808,8 @@ mod tests {
         list.truncate(PACKED_MAX);
         for mode in Mode::ALL {
             for len in [0, 1, 2, 5, 40, list.len()] {
-                let mut packed = list[..len].to_vec();
-                assert!(sort_by_packed_keys(mode, &mut packed));
-                let mut short = list[..len].to_vec();
-                assert!(sort_by_u64_keys(mode, &mut short));
+                let packed = sort_by_packed_keys(mode, &list[..len]).unwrap();
+                let short = sort_by_u64_keys(mode, &list[..len]).unwrap();
                 let mut reference = list[..len].to_vec();
                 reference.sort_by(|a, b| rank(mode, a, b));
                 // Candidates of the same model may tie completely; compare what rank sees.
@@ -836,12 +829,8 @@ mod tests {
             c.latency_ms = (k as u64 % 5) << 30;
         }
         for mode in Mode::ALL {
-            let before = wide.clone();
-            let mut short = wide.clone();
-            assert!(!sort_by_u64_keys(mode, &mut short));
-            assert_eq!(short, before);
-            let mut packed = wide.clone();
-            assert!(sort_by_packed_keys(mode, &mut packed));
+            assert_eq!(sort_by_u64_keys(mode, &wide), None);
+            let packed = sort_by_packed_keys(mode, &wide).unwrap();
             let mut reference = wide.clone();
             reference.sort_by(|a, b| rank(mode, a, b));
             let view = |v: &[Candidate<'_>]| {
@@ -853,10 +842,48 @@ mod tests {
         }
         let mut too_dear = list[..3].to_vec();
         too_dear[1].cost = Money::from_pico(1 << 70);
-        let before = too_dear.clone();
-        assert!(!sort_by_packed_keys(Mode::Cost, &mut too_dear));
-        assert!(!sort_by_u64_keys(Mode::Cost, &mut too_dear));
-        assert_eq!(too_dear, before);
+        assert_eq!(sort_by_packed_keys(Mode::Cost, &too_dear), None);
+        assert_eq!(sort_by_u64_keys(Mode::Cost, &too_dear), None);
+    }
+
+    /// Catalogs that the sorts by key cannot take (more than `PACKED_MAX` models, a cost of
+    /// 2⁶⁴ picodollars or more) are ranked by `rank` itself.
+    #[test]
+    fn selection_ranks_catalogs_the_keys_cannot_hold() {
+        let model = |i: u32, input: &str| {
+            format!(
+                "[[model]]\nid = \"m{i:03}\"\nprovider = \"p{}\"\ninput = {input}\noutput = {}\n\
+                 context_window = 128000\nmax_output = 16000\nquality = {}\nlatency_ms = {}\n\
+                 tokens_per_second = {}\n\n",
+                i % 5,
+                i % 9 + 1,
+                50 + i * 7 % 50,
+                100 + i * 31 % 900,
+                20 + i * 13 % 200,
+            )
+        };
+        let many: String = (0..200)
+            .map(|i| model(i, &format!("{}", i % 11 + 1)))
+            .collect();
+        // 10¹⁴ dollars a million tokens: 10²⁰ picodollars a token, over 2⁶⁴.
+        let dear = model(0, "1e14") + &model(1, "2") + &model(2, "0.5");
+        for toml in [many, dear] {
+            let cat = Catalog::from_toml(&toml).unwrap();
+            for mode in Mode::ALL {
+                let s = Selector::new(mode)
+                    .select(&cat, &with_tier(Tier::Medium))
+                    .unwrap();
+                assert_eq!(s.candidates.len(), cat.len(), "{mode}");
+                assert!(
+                    s.candidates
+                        .windows(2)
+                        .all(|w| rank(mode, &w[0], &w[1]) == Ordering::Less),
+                    "{mode}"
+                );
+                assert_eq!(s.model.id, s.candidates[0].model.id);
+                assert_eq!(sort_by_packed_keys(mode, &s.candidates), None, "{mode}");
+            }
+        }
     }
 
     #[test]
@@ -886,6 +913,10 @@ mod tests {
             1_000_000_000_000,
             -2_500_000_000_000,
             1_130_800_000,
+            // Either side of the 64-bit fast path.
+            i128::from(u64::MAX),
+            i128::from(u64::MAX) + 1,
+            -i128::from(u64::MAX),
             i128::MAX,
             i128::MIN + 1,
         ] {
