@@ -362,11 +362,9 @@ fn sort_by_packed_keys<'c>(mode: Mode, candidates: &[Candidate<'c>]) -> Option<V
         let below_bar = u128::from(!c.meets_bar);
         *key = below_bar << 127 | criteria << INDEX_BITS | i as u128;
     }
-    let keys = &mut keys[..n];
-    keys.sort_unstable();
     let index = |k: u128| (k & ((1 << INDEX_BITS) - 1)) as usize;
     let tied = |a: u128, b: u128| (a ^ b) >> INDEX_BITS == 0;
-    Some(in_key_order(keys, candidates, index, tied))
+    Some(in_key_order(&mut keys[..n], candidates, index, tied))
 }
 
 /// [`sort_by_packed_keys`] with 64-bit keys, which sort about twice as fast as 128-bit ones:
@@ -407,21 +405,20 @@ fn sort_by_u64_keys<'c>(mode: Mode, candidates: &[Candidate<'c>]) -> Option<Vec<
         };
         *key = u64::from(!c.meets_bar) << 63 | criteria << INDEX_BITS | i as u64;
     }
-    let keys = &mut keys[..n];
-    keys.sort_unstable();
     let index = |k: u64| (k & ((1 << INDEX_BITS) - 1)) as usize;
     let tied = |a: u64, b: u64| (a ^ b) >> INDEX_BITS == 0;
-    Some(in_key_order(keys, candidates, index, tied))
+    Some(in_key_order(&mut keys[..n], candidates, index, tied))
 }
 
-/// The candidates in the order of their sorted keys; candidates equal on every criterion are
-/// ordered by model id, as in [`rank`].
-fn in_key_order<'c, K: Copy>(
+/// Sorts the keys and lists the candidates in their order; candidates equal on every criterion
+/// are ordered by model id, as in [`rank`].
+fn in_key_order<'c, K: Copy + Ord>(
     keys: &mut [K],
     candidates: &[Candidate<'c>],
     index: impl Fn(K) -> usize,
     tied: impl Fn(K, K) -> bool,
 ) -> Vec<Candidate<'c>> {
+    keys.sort_unstable();
     let n = keys.len();
     // A run of equal keys is rare.
     let mut start = if keys.windows(2).any(|w| tied(w[0], w[1])) {
@@ -583,7 +580,7 @@ fn write_fixed(out: &mut String, x: f64, decimals: u32) {
 /// trailing zeros), without the temporary string that `Display` formats the fraction into.
 fn write_money(out: &mut String, m: Money) {
     use std::fmt::Write as _;
-    const PICO_PER_USD: u128 = 1_000_000_000_000;
+    const PICO_PER_USD: u64 = 1_000_000_000_000;
     let pico = m.pico();
     let abs = pico.unsigned_abs();
     if pico < 0 {
@@ -593,13 +590,14 @@ fn write_money(out: &mut String, m: Money) {
     // division of a 128-bit value is a library call, and not turned into a multiplication.
     let frac = match u64::try_from(abs) {
         Ok(abs) => {
-            write_u64(out, abs / PICO_PER_USD as u64);
-            abs % PICO_PER_USD as u64
+            write_u64(out, abs / PICO_PER_USD);
+            abs % PICO_PER_USD
         }
         Err(_) => {
+            let per_usd = u128::from(PICO_PER_USD);
             // Writing to a String cannot fail.
-            let _ = write!(out, "{}", abs / PICO_PER_USD);
-            (abs % PICO_PER_USD) as u64
+            let _ = write!(out, "{}", abs / per_usd);
+            (abs % per_usd) as u64
         }
     };
     if frac != 0 {
