@@ -212,17 +212,38 @@ fn latency_estimate(model: &ModelInfo, output_tokens: u64) -> u64 {
 
 /// [`estimate`] for the selection loop, equal to it to the picodollar: with no cached or
 /// cache-write tokens, `ModelInfo::cost` is the input and output terms at the prices in force.
-/// `Money::times` saturates in 128-bit arithmetic, which costs a call per term; a price that
-/// fits in 64 bits times a `u64` count cannot overflow 128 bits, so the plain product is exact.
-fn fast_estimate(model: &ModelInfo, input_tokens: u64, output_tokens: u64) -> (Money, u64) {
+/// The cost is also returned as a `u64` when it is under 2⁶⁴ picodollars (about 18 million
+/// dollars, so always in practice): it is worked out in 64-bit arithmetic then, and the sort keys
+/// take it from there. `Money::times` saturates in 128-bit arithmetic, which costs a call per
+/// term; a price that fits in 64 bits times a `u64` count cannot overflow 128 bits, so the plain
+/// product is exact.
+#[inline(always)]
+fn fast_estimate(
+    model: &ModelInfo,
+    input_tokens: u64,
+    output_tokens: u64,
+) -> (Money, Option<u64>, u64) {
     // Most models have one price; `prices_for` is a call into the catalog crate per model.
     let p = if model.price_tiers.is_empty() {
         &model.prices
     } else {
         model.prices_for(input_tokens)
     };
-    let cost = times(p.input, input_tokens) + times(p.output, output_tokens);
-    (cost, latency_estimate(model, output_tokens))
+    let narrow = match (
+        u64::try_from(p.input.pico()),
+        u64::try_from(p.output.pico()),
+    ) {
+        (Ok(input), Ok(output)) => input
+            .checked_mul(input_tokens)
+            .zip(output.checked_mul(output_tokens))
+            .and_then(|(a, b)| a.checked_add(b)),
+        _ => None,
+    };
+    let cost = match narrow {
+        Some(pico) => Money::from_pico(i128::from(pico)),
+        None => times(p.input, input_tokens) + times(p.output, output_tokens),
+    };
+    (cost, narrow, latency_estimate(model, output_tokens))
 }
 
 fn times(price: Money, n: u64) -> Money {
@@ -261,6 +282,12 @@ impl Selector {
         // Unsorted, on the stack for catalogs of up to PACKED_MAX models: the ranked list is
         // then written once, in order.
         let mut unsorted: SmallVec<[Candidate<'c>; PACKED_MAX]> = SmallVec::new();
+        // What the 64-bit keys need to know, gathered as the candidates are: whether every
+        // cost is under 2⁶⁴ picodollars, and the bits of each criterion's largest value.
+        let mut widths = Widths {
+            costs_fit: true,
+            ..Widths::default()
+        };
         for m in catalog.models() {
             if !self.constraints.allows(m) {
                 rejected.not_allowed += 1;
@@ -277,7 +304,7 @@ impl Selector {
                 rejected.too_small += 1;
                 continue;
             }
-            let (cost, latency_ms) = fast_estimate(m, c.input_tokens, out);
+            let (cost, narrow, latency_ms) = fast_estimate(m, c.input_tokens, out);
             if self
                 .constraints
                 .price_ceiling
@@ -286,6 +313,12 @@ impl Selector {
                 rejected.over_price += 1;
                 continue;
             }
+            match narrow {
+                Some(pico) => widths.costs |= pico,
+                None => widths.costs_fit = false,
+            }
+            widths.latencies |= latency_ms;
+            widths.qualities |= u64::from(m.quality);
             unsorted.push(Candidate {
                 model: m,
                 cost,
@@ -294,7 +327,7 @@ impl Selector {
             });
         }
         let mode = self.mode;
-        let candidates = match sort_by_u64_keys(mode, &unsorted)
+        let candidates = match sort_by_u64_keys(mode, &unsorted, &widths)
             .or_else(|| sort_by_packed_keys(mode, &unsorted))
         {
             Some(ranked) => ranked,
@@ -367,35 +400,64 @@ fn sort_by_packed_keys<'c>(mode: Mode, candidates: &[Candidate<'c>]) -> Option<V
     Some(in_key_order(&mut keys[..n], candidates, index, tied))
 }
 
+/// What [`sort_by_u64_keys`] needs to know of the candidates, gathered as they are estimated.
+#[derive(Debug, Default)]
+struct Widths {
+    /// Every candidate's cost is under 2⁶⁴ picodollars (and not negative).
+    costs_fit: bool,
+    /// The OR of the candidates' costs, latencies and qualities: it has the bits of the largest.
+    costs: u64,
+    latencies: u64,
+    qualities: u64,
+}
+
+#[cfg(test)]
+impl Widths {
+    /// The widths of a list of candidates, as the selection loop gathers them.
+    fn of(candidates: &[Candidate<'_>]) -> Widths {
+        let mut w = Widths {
+            costs_fit: true,
+            ..Widths::default()
+        };
+        for c in candidates {
+            match u64::try_from(c.cost.pico()) {
+                Ok(cost) => w.costs |= cost,
+                Err(_) => w.costs_fit = false,
+            }
+            w.latencies |= c.latency_ms;
+            w.qualities |= u64::from(c.model.quality);
+        }
+        w
+    }
+}
+
 /// [`sort_by_packed_keys`] with 64-bit keys, which sort about twice as fast as 128-bit ones:
 /// each criterion takes only the bits that the largest value among these candidates needs.
 /// `None` if the three criteria need more than 56 bits together (or a cost is negative or 2⁶⁴
 /// picodollars or more).
-fn sort_by_u64_keys<'c>(mode: Mode, candidates: &[Candidate<'c>]) -> Option<Vec<Candidate<'c>>> {
+fn sort_by_u64_keys<'c>(
+    mode: Mode,
+    candidates: &[Candidate<'c>],
+    widths: &Widths,
+) -> Option<Vec<Candidate<'c>>> {
     let n = candidates.len();
-    if n > PACKED_MAX {
+    if n > PACKED_MAX || !widths.costs_fit {
         return None;
     }
-    // The bits of a criterion are those of the OR of its values (that of the largest value).
-    let (mut costs, mut latencies, mut qualities) = (0u64, 0u64, 0u64);
-    for c in candidates.iter() {
-        let Ok(cost) = u64::try_from(c.cost.pico()) else {
-            return None;
-        };
-        costs |= cost;
-        latencies |= c.latency_ms;
-        qualities |= u64::from(c.model.quality);
-    }
     let bits = |x: u64| 64 - x.leading_zeros();
-    let (wc, wl, wq) = (bits(costs), bits(latencies), bits(qualities));
+    let (wc, wl, wq) = (
+        bits(widths.costs),
+        bits(widths.latencies),
+        bits(widths.qualities),
+    );
     if wc + wl + wq > 63 - INDEX_BITS {
         return None;
     }
     let most_quality = (1u64 << wq) - 1;
     let mut keys = [0u64; PACKED_MAX];
     for (i, (key, c)) in keys.iter_mut().zip(candidates.iter()).enumerate() {
-        // Every cost fits, as checked above.
-        let cost = u64::try_from(c.cost.pico()).unwrap_or(u64::MAX);
+        // Every cost is under 2⁶⁴, as `costs_fit` says: the cast keeps its value.
+        let cost = c.cost.pico() as u64;
         let latency = c.latency_ms;
         let worse_quality = most_quality - u64::from(c.model.quality);
         let criteria = match (c.meets_bar, mode) {
@@ -807,7 +869,8 @@ mod tests {
         for mode in Mode::ALL {
             for len in [0, 1, 2, 5, 40, list.len()] {
                 let packed = sort_by_packed_keys(mode, &list[..len]).unwrap();
-                let short = sort_by_u64_keys(mode, &list[..len]).unwrap();
+                let short =
+                    sort_by_u64_keys(mode, &list[..len], &Widths::of(&list[..len])).unwrap();
                 let mut reference = list[..len].to_vec();
                 reference.sort_by(|a, b| rank(mode, a, b));
                 // Candidates of the same model may tie completely; compare what rank sees.
@@ -827,7 +890,7 @@ mod tests {
             c.latency_ms = (k as u64 % 5) << 30;
         }
         for mode in Mode::ALL {
-            assert_eq!(sort_by_u64_keys(mode, &wide), None);
+            assert_eq!(sort_by_u64_keys(mode, &wide, &Widths::of(&wide)), None);
             let packed = sort_by_packed_keys(mode, &wide).unwrap();
             let mut reference = wide.clone();
             reference.sort_by(|a, b| rank(mode, a, b));
@@ -841,7 +904,10 @@ mod tests {
         let mut too_dear = list[..3].to_vec();
         too_dear[1].cost = Money::from_pico(1 << 70);
         assert_eq!(sort_by_packed_keys(Mode::Cost, &too_dear), None);
-        assert_eq!(sort_by_u64_keys(Mode::Cost, &too_dear), None);
+        assert_eq!(
+            sort_by_u64_keys(Mode::Cost, &too_dear, &Widths::of(&too_dear)),
+            None
+        );
     }
 
     /// Catalogs that the sorts by key cannot take (more than `PACKED_MAX` models, a cost of
@@ -895,12 +961,9 @@ mod tests {
                 (250_000, 1500),
                 (u64::MAX, 9),
             ] {
-                assert_eq!(
-                    fast_estimate(m, input, output),
-                    estimate(m, input, output),
-                    "{}",
-                    m.id
-                );
+                let (cost, narrow, latency) = fast_estimate(m, input, output);
+                assert_eq!((cost, latency), estimate(m, input, output), "{}", m.id);
+                assert_eq!(narrow, u64::try_from(cost.pico()).ok(), "{}", m.id);
             }
         }
         for pico in [
