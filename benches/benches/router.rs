@@ -6,7 +6,9 @@
 //! - `classify/conversation`: a four-turn chat with a system prompt.
 //! - `select/50-models/<mode>`: choosing among 50 models, every one eligible.
 //!
-//! `cargo bench -p cognitude-benches --bench router`
+//! `cargo bench -p cognitude-benches --bench router`, then `python3 benches/criterion_summary.py`
+//! for the median and the fastest sample beside criterion's figure (on a shared VM the mean
+//! carries the moments the machine is slow).
 
 use std::hint::black_box;
 
