@@ -13,10 +13,21 @@ FILTER keeps the benchmarks whose name contains it (`classify`, `select`).
 """
 
 import json
+import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "target" / "criterion"
+
+
+def order(row):
+    """Sizes (`200B`, `10KiB`) in order of size, other names by name."""
+    name = row[0]
+    size = re.search(r"/(\d+)(B|KiB)$", name)
+    if not size:
+        return (name, 0)
+    scale = 1024 if size.group(2) == "KiB" else 1
+    return (name[: size.start()], int(size.group(1)) * scale)
 
 
 def per_iteration(sample):
@@ -42,6 +53,7 @@ def main():
         rows.append((name, printed, times[len(times) // 2], times[0]))
     if not rows:
         raise SystemExit(f"no criterion results under {ROOT}; run the benchmarks first")
+    rows.sort(key=order)
     width = max(len(r[0]) for r in rows)
     print(f"{'benchmark':<{width}}  {'criterion':>10}  {'median':>10}  {'fastest':>10}")
     for name, printed, median, fastest in rows:
