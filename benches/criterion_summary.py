@@ -41,7 +41,7 @@ def show(ns):
 def main():
     wanted = sys.argv[1] if len(sys.argv) > 1 else ""
     rows = []
-    for bench in sorted(ROOT.glob("**/new/benchmark.json")):
+    for bench in ROOT.glob("**/new/benchmark.json"):
         new = bench.parent
         name = json.loads(bench.read_text())["full_id"]
         if wanted not in name:

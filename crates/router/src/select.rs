@@ -284,10 +284,7 @@ impl Selector {
         let mut unsorted: SmallVec<[Candidate<'c>; PACKED_MAX]> = SmallVec::new();
         // What the 64-bit keys need to know, gathered as the candidates are: whether every
         // cost is under 2⁶⁴ picodollars, and the bits of each criterion's largest value.
-        let mut widths = Widths {
-            costs_fit: true,
-            ..Widths::default()
-        };
+        let mut widths = Widths::NONE;
         for m in catalog.models() {
             if !self.constraints.allows(m) {
                 rejected.not_allowed += 1;
@@ -313,12 +310,7 @@ impl Selector {
                 rejected.over_price += 1;
                 continue;
             }
-            match narrow {
-                Some(pico) => widths.costs |= pico,
-                None => widths.costs_fit = false,
-            }
-            widths.latencies |= latency_ms;
-            widths.qualities |= u64::from(m.quality);
+            widths.add(narrow, latency_ms, m.quality);
             unsorted.push(Candidate {
                 model: m,
                 cost,
@@ -401,7 +393,7 @@ fn sort_by_packed_keys<'c>(mode: Mode, candidates: &[Candidate<'c>]) -> Option<V
 }
 
 /// What [`sort_by_u64_keys`] needs to know of the candidates, gathered as they are estimated.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Widths {
     /// Every candidate's cost is under 2⁶⁴ picodollars (and not negative).
     costs_fit: bool,
@@ -411,21 +403,37 @@ struct Widths {
     qualities: u64,
 }
 
-#[cfg(test)]
 impl Widths {
-    /// The widths of a list of candidates, as the selection loop gathers them.
+    /// Before any candidate.
+    const NONE: Widths = Widths {
+        costs_fit: true,
+        costs: 0,
+        latencies: 0,
+        qualities: 0,
+    };
+
+    /// Takes in one candidate: its cost if it is under 2⁶⁴ picodollars (`None` otherwise), its
+    /// latency and its model's quality.
+    #[inline]
+    fn add(&mut self, cost: Option<u64>, latency_ms: u64, quality: u32) {
+        match cost {
+            Some(cost) => self.costs |= cost,
+            None => self.costs_fit = false,
+        }
+        self.latencies |= latency_ms;
+        self.qualities |= u64::from(quality);
+    }
+
+    /// The widths of a list of candidates.
+    #[cfg(test)]
     fn of(candidates: &[Candidate<'_>]) -> Widths {
-        let mut w = Widths {
-            costs_fit: true,
-            ..Widths::default()
-        };
+        let mut w = Widths::NONE;
         for c in candidates {
-            match u64::try_from(c.cost.pico()) {
-                Ok(cost) => w.costs |= cost,
-                Err(_) => w.costs_fit = false,
-            }
-            w.latencies |= c.latency_ms;
-            w.qualities |= u64::from(c.model.quality);
+            w.add(
+                u64::try_from(c.cost.pico()).ok(),
+                c.latency_ms,
+                c.model.quality,
+            );
         }
         w
     }
