@@ -12,8 +12,9 @@
 
 use std::hint::black_box;
 
-use cognitude_benches::router::{SELECT_PROMPT, fifty_models, text_of};
+use cognitude_benches::router::{SELECT_PROMPT, text_of};
 use cognitude_router::{Classifier, Message, Mode, Request, Selector};
+use cognitude_testkit::fifty_models;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 fn classify(c: &mut Criterion) {

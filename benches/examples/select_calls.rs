@@ -7,8 +7,9 @@
 use std::hint::black_box;
 
 use anyhow::Context;
-use cognitude_benches::router::{SELECT_PROMPT, fifty_models};
+use cognitude_benches::router::SELECT_PROMPT;
 use cognitude_router::{Classifier, Message, Mode, Request, Selector};
+use cognitude_testkit::fifty_models;
 
 #[expect(clippy::print_stdout, reason = "an example prints what it did")]
 fn main() -> anyhow::Result<()> {

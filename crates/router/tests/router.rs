@@ -306,7 +306,7 @@ fn routing_end_to_end_with_the_builtin_catalog() {
 #[test]
 fn selection_over_a_fifty_model_catalog() {
     let _g = serial();
-    let cat = fifty_models();
+    let cat = cognitude_testkit::fifty_models();
     assert_eq!(cat.len(), 50);
     let msgs = [Message::user(
         "Write a SQL query for the top 5 customers by revenue.",
@@ -330,26 +330,6 @@ fn selection_over_a_fifty_model_catalog() {
         assert_eq!(quietest.allocations, 2, "{mode}: {quietest:?}");
         assert_eq!(quietest.reallocations, 0, "{mode}: {quietest:?}");
     }
-}
-
-/// A synthetic catalog of 50 models with spread prices, quality and speed.
-pub fn fifty_models() -> Catalog {
-    let mut toml = String::new();
-    for i in 0..50u32 {
-        toml += &format!(
-            "[[model]]\nid = \"m{i}\"\nprovider = \"p{}\"\ninput = {:.2}\noutput = {:.2}\ncontext_window = {}\n\
-             max_output = 16000\ncapabilities = [\"tools\", \"json\"]\nquality = {}\nlatency_ms = {}\n\
-             tokens_per_second = {}\n\n",
-            i % 7,
-            f64::from(i % 13 + 1) * 0.1,
-            f64::from(i % 11 + 1) * 0.4,
-            32_000 * (i % 4 + 1),
-            40 + (i * 37) % 60,
-            200 + (i * 53) % 3000,
-            30 + (i * 17) % 300,
-        );
-    }
-    Catalog::from_toml(&toml).unwrap()
 }
 
 #[cfg(feature = "serde")]

@@ -7,6 +7,8 @@
 //!   at the end.
 //! - [`RedisServer`]: a private `redis-server` on an ephemeral port that a test may kill and
 //!   restart.
+//! - [`fifty_models`]: a synthetic 50-model catalog, the one the router's tests and its
+//!   selection benchmarks choose from.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
@@ -326,9 +328,47 @@ impl Drop for RedisServer {
     }
 }
 
+/// 50 synthetic models (`model-0` … `model-49` from `provider-0` … `provider-6`) with spread
+/// prices, context windows, quality and speeds, each with tools and JSON output: the catalog the
+/// router's tests and its selection benchmarks choose from.
+pub fn fifty_models() -> cognitude_catalog::Catalog {
+    let mut toml = String::new();
+    for i in 0..50u32 {
+        toml += &format!(
+            "[[model]]\nid = \"model-{i}\"\nprovider = \"provider-{}\"\ninput = {:.2}\noutput = {:.2}\n\
+             context_window = {}\nmax_output = 16000\ncapabilities = [\"tools\", \"json\"]\n\
+             quality = {}\nlatency_ms = {}\ntokens_per_second = {}\n\n",
+            i % 7,
+            f64::from(i % 13 + 1) * 0.1,
+            f64::from(i % 11 + 1) * 0.4,
+            32_000 * (i % 4 + 1),
+            40 + (i * 37) % 60,
+            200 + (i * 53) % 3000,
+            30 + (i * 17) % 300,
+        );
+    }
+    #[expect(
+        clippy::expect_used,
+        reason = "test support: the TOML above is fixed, and a test of it checks that it parses"
+    )]
+    cognitude_catalog::Catalog::from_toml(&toml).expect("the synthetic catalog is valid")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fifty_models_are_distinct_and_spread() {
+        let cat = fifty_models();
+        assert_eq!(cat.len(), 50);
+        let ids: std::collections::BTreeSet<_> =
+            cat.models().iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids.len(), 50);
+        let providers: std::collections::BTreeSet<_> =
+            cat.models().iter().map(|m| m.provider.as_str()).collect();
+        assert_eq!(providers.len(), 7);
+    }
 
     #[test]
     fn urls() {
