@@ -18,7 +18,10 @@
 //! Between the zones, where the scanner only counts ordinary words, a run of them (letters, a
 //! space or a sentence mark, the next word) is measured in a tight loop, eight letters at a
 //! time, and counted at once; such a run is tried where a word follows a space or a line
-//! break, not at every word.
+//! break, not at every word. After an ideograph (CJK or kana), the ideographs that follow it
+//! are taken in a loop of their own: between two of them nothing is open, so each only counts
+//! its script and a word, and in an instruction zone looks up its pair with the one before.
+//! A word of one ASCII letter that a space or a mark ends (`x`, `a`) is counted at once.
 
 use std::sync::LazyLock;
 
@@ -603,6 +606,25 @@ fn lowercase_prefix(w: u64) -> usize {
     ((!lower & HIGH).trailing_zeros() / 8) as usize
 }
 
+/// Whether `c`, a character of three bytes in UTF-8, is an ideograph or kana: kana, CJK
+/// extension A, the unified ideographs, compatibility ideographs.
+#[inline]
+fn is_three_byte_ideograph(c: u32) -> bool {
+    matches!(c, 0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF)
+}
+
+/// Whether the byte at `i` ends a word of one letter just before it, with nothing left for
+/// the word: a space, a line break, a control character or a mark other than `.` (which
+/// looks back at the word: `file.txt`), `_` and `'` (which go on with it). A digit or a
+/// non-ASCII byte may go on with the word.
+#[inline]
+fn ends_short_word(bytes: &[u8], i: usize) -> bool {
+    bytes.get(i).is_some_and(|&n| {
+        matches!(CLASS[usize::from(n)], C_PUNCT | C_SPACE | C_NEWLINE)
+            && !matches!(n, b'.' | b'_' | b'\'')
+    })
+}
+
 #[inline]
 fn is_letter(b: u8) -> bool {
     (b | 0x20).wrapping_sub(b'a') < 26
@@ -826,6 +848,11 @@ impl Scanner {
                             i = end;
                             continue;
                         }
+                        if ends_short_word(bytes, i + 1) {
+                            self.short_word(b, i);
+                            i += 1;
+                            continue;
+                        }
                         self.w_first = u32::from(b);
                         self.w_lazy = true;
                         i = self.letter_run(bytes, i);
@@ -882,12 +909,43 @@ impl Scanner {
                     self.char(c);
                     self.prev_byte = bytes[last];
                     i += len;
+                    if self.prev_cjk != 0 {
+                        // An ideograph: the ones after it, at once.
+                        i = self.ideograph_run(bytes, i);
+                    }
                     continue;
                 }
                 self.utf8_byte(b);
                 self.prev_byte = b;
             }
             i += 1;
+        }
+    }
+
+    /// A word of one ASCII letter, `b` at `i`, which the byte after it ends (see
+    /// [`ends_short_word`]): what `letter_run` and then `end_word` do for it, at once.
+    #[inline(never)]
+    fn short_word(&mut self, b: u8, i: usize) {
+        self.s.letters += 1;
+        self.line_char(b);
+        self.prev_byte = b;
+        self.l_words = self.l_words.saturating_add(1);
+        if self.pending_short_op {
+            self.pending_short_op = false;
+            self.s.math_ops += 1;
+        }
+        let vowel = matches!(b | 0x20, b'a' | b'e' | b'i' | b'o' | b'u' | b'y');
+        self.last_short_vowel = vowel;
+        if !vowel && !self.in_fence {
+            self.s.vars += 1;
+        }
+        self.last_tok = Tok::Short;
+        // The word ends at the byte after it, whose position decides the zone.
+        self.pos = i + 1;
+        if self.in_zone()
+            && let Some(cue) = lexicon::cue_of_ascii_letters(u64::from(b), 1)
+        {
+            self.s.cues[cue as usize] += 1;
         }
     }
 
@@ -928,7 +986,9 @@ impl Scanner {
     }
 
     /// The run of [`Scanner::plain_words`], with the bytes it may read up to `limit`.
-    #[inline(never)]
+    // Inlined at both places a run is tried: many runs are of one or two words, where a call
+    // cost more than the second copy of the loop does.
+    #[inline(always)]
     fn plain_run(&mut self, bytes: &[u8], start: usize, limit: usize) -> Option<usize> {
         // Words and the byte that ends each are before `limit`.
         let text = bytes.get(..limit).unwrap_or_default();
@@ -1636,9 +1696,71 @@ impl Scanner {
         }
     }
 
+    /// Takes the three-byte ideographs (CJK and kana) from `start`, right after one, and returns
+    /// the index after them: what `char` does for each. After an ideograph no word, number or
+    /// operator is open and the line has text, so each only counts its script and a word, fills
+    /// the line's head, and, in an instruction zone, looks up its pair with the one before.
+    #[inline(never)]
+    fn ideograph_run(&mut self, bytes: &[u8], start: usize) -> usize {
+        debug_assert!(self.w_chars == 0 && !self.in_num && self.op_len == 0 && self.l_text);
+        // Characters whose last byte is before `quiet_end` are not in an instruction zone (from
+        // `start` on: the run does not reach past the tail zone's start unless it is in it).
+        let quiet_end = if self.in_quote {
+            usize::MAX
+        } else if start >= self.window_zone_head {
+            self.window_zone_tail
+        } else {
+            0
+        };
+        let mut i = start;
+        let mut prev = self.prev_cjk;
+        // Ideographs by script class: lead bytes E3–E9 (kana and the unified ideographs) and EF
+        // (compatibility ideographs).
+        let (mut taken, mut compatibility) = (0u64, 0u64);
+        while let Some(&[lead, c1, c2]) = bytes.get(i..).and_then(<[u8]>::first_chunk::<3>) {
+            if lead & 0xF0 != 0xE0 || (c1 & 0xC0) | ((c2 & 0xC0) >> 2) != 0xA0 {
+                break;
+            }
+            let c =
+                (u32::from(lead & 0x0F) << 12) | (u32::from(c1 & 0x3F) << 6) | u32::from(c2 & 0x3F);
+            // The unified ideographs first: most of them.
+            if c.wrapping_sub(0x4E00) >= 0x5200 && !is_three_byte_ideograph(c) {
+                break;
+            }
+            taken += 1;
+            compatibility += u64::from(lead == 0xEF);
+            // The character's last byte decides the zone, as in `char`.
+            if i + 2 >= quiet_end
+                && !self.in_quote
+                && (i + 2 < self.window_zone_head || i + 2 >= self.window_zone_tail)
+                && let Some(cue) = lexicon::lookup(lexicon::pair_key(prev, c))
+            {
+                self.s.cues[cue as usize] += 1;
+            }
+            prev = c;
+            i += 3;
+        }
+        const _: () = assert!(CLASS[0xE3] == C_SCRIPT + 7 && CLASS[0xE9] == C_SCRIPT + 7);
+        const _: () = assert!(CLASS[0xEF] == C_SCRIPT + 9);
+        if taken > 0 {
+            self.s.scripts[7] += taken - compatibility;
+            self.s.scripts[9] += compatibility;
+            self.l_words = self
+                .l_words
+                .saturating_add(u16::try_from(taken).unwrap_or(u16::MAX));
+            for _ in 0..taken.min(self.l_head.len() as u64) {
+                self.line_marker(0xE3);
+            }
+            self.prev_cjk = prev;
+            self.pos = i - 1;
+            self.prev_byte = bytes[i - 1];
+        }
+        i
+    }
+
     /// A complete non-ASCII character.
     fn char(&mut self, c: u32) {
-        let is_cjk = matches!(c, 0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x2FFFF);
+        let is_cjk = is_three_byte_ideograph(c) || (0x20000..=0x2FFFF).contains(&c);
         if is_cjk {
             self.end_token();
             self.resolve_op(Rhs::Letter);
@@ -1770,6 +1892,13 @@ enum LineKind {
 
 /// Classifies a line by its first bytes (after indentation).
 fn line_kind(head: &[u8]) -> LineKind {
+    // Most lines start with a word: decided at once.
+    if let [x, y, ..] = head
+        && x.is_ascii_alphabetic()
+        && !matches!(y, b')' | b'.')
+    {
+        return LineKind::Plain;
+    }
     let sep = |b: Option<&u8>| b.is_none_or(|b| *b == b' ' || *b == b'\t');
     match head {
         [b'-' | b'*' | b'+' | 0x95, rest @ ..] if sep(rest.first()) => LineKind::Bullet,
@@ -2280,6 +2409,27 @@ mod tests {
             check_against_reference(&Content::Text(&text[..end]));
         }
         check_against_reference(&Content::Text(&text));
+        check_against_reference(&Content::Parts(&[&text, middle, &text]));
+    }
+
+    #[test]
+    fn ideograph_runs_and_one_letter_words_count_as_the_reference_does() {
+        // Runs of ideographs and kana (with pair cues, compatibility ideographs, ideographs of
+        // four bytes, full-width marks and quotation marks between them) and one-letter words
+        // before every kind of byte, across the zones' edges, in every third prefix.
+        let middle = "请证明这个定理，然后解释为什么。ありがとうございます。「引用的证明」之后继续。\
+                      﨑﨑漢字𠀋𠀋字 混合 mixed 中文text 。x y, z; (a) b-c d/e f_g h'i j.k l1 \
+                      é a\tb\nc\n证明\n";
+        let text = format!(
+            "请证明下面的结论\n\n{}\n\n为什么？证明它。",
+            middle.repeat(10)
+        );
+        for end in (0..=text.len())
+            .filter(|&e| text.is_char_boundary(e))
+            .step_by(3)
+        {
+            check_against_reference(&Content::Text(&text[..end]));
+        }
         check_against_reference(&Content::Parts(&[&text, middle, &text]));
     }
 
