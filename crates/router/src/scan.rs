@@ -2402,14 +2402,19 @@ mod tests {
             "Summarize the notes below\n\n{}\n\nWhat changed, and why?",
             middle.repeat(12)
         );
+        check_prefixes_against_reference(&text, 5);
+        check_against_reference(&Content::Text(&text));
+        check_against_reference(&Content::Parts(&[&text, middle, &text]));
+    }
+
+    /// Every `step`-th prefix of `text` that ends on a character boundary.
+    fn check_prefixes_against_reference(text: &str, step: usize) {
         for end in (0..=text.len())
             .filter(|&e| text.is_char_boundary(e))
-            .step_by(5)
+            .step_by(step)
         {
             check_against_reference(&Content::Text(&text[..end]));
         }
-        check_against_reference(&Content::Text(&text));
-        check_against_reference(&Content::Parts(&[&text, middle, &text]));
     }
 
     #[test]
@@ -2424,12 +2429,7 @@ mod tests {
             "请证明下面的结论\n\n{}\n\n为什么？证明它。",
             middle.repeat(10)
         );
-        for end in (0..=text.len())
-            .filter(|&e| text.is_char_boundary(e))
-            .step_by(3)
-        {
-            check_against_reference(&Content::Text(&text[..end]));
-        }
+        check_prefixes_against_reference(&text, 3);
         check_against_reference(&Content::Parts(&[&text, middle, &text]));
     }
 
