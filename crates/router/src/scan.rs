@@ -613,6 +613,13 @@ fn is_three_byte_ideograph(c: u32) -> bool {
     matches!(c, 0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF)
 }
 
+/// Whether a word of the one character `c` is a vowel (`a`, `y`: words in many languages)
+/// rather than a name.
+#[inline]
+fn is_short_vowel(c: u32) -> bool {
+    matches!(c | 0x20, 0x61 | 0x65 | 0x69 | 0x6F | 0x75 | 0x79)
+}
+
 /// Whether the byte at `i` ends a word of one letter just before it, with nothing left for
 /// the word: a space, a line break, a control character or a mark other than `.` (which
 /// looks back at the word: `file.txt`), `_` and `'` (which go on with it). A digit or a
@@ -787,7 +794,13 @@ impl Scanner {
     /// Whether the current byte is near enough to either end to be part of the instruction.
     #[inline]
     fn in_zone(&self) -> bool {
-        (self.pos < self.window_zone_head || self.pos >= self.window_zone_tail) && !self.in_quote
+        self.in_zone_at(self.pos)
+    }
+
+    /// Whether a byte at `pos` in the window is part of the instruction.
+    #[inline]
+    fn in_zone_at(&self, pos: usize) -> bool {
+        (pos < self.window_zone_head || pos >= self.window_zone_tail) && !self.in_quote
     }
 
     /// A discontinuity: the next bytes do not follow the previous ones.
@@ -934,7 +947,7 @@ impl Scanner {
             self.pending_short_op = false;
             self.s.math_ops += 1;
         }
-        let vowel = matches!(b | 0x20, b'a' | b'e' | b'i' | b'o' | b'u' | b'y');
+        let vowel = is_short_vowel(u32::from(b));
         self.last_short_vowel = vowel;
         if !vowel && !self.in_fence {
             self.s.vars += 1;
@@ -1551,20 +1564,7 @@ impl Scanner {
             }
             if chars == 1 {
                 let c = self.w_first;
-                let vowel = matches!(
-                    c,
-                    0x61 | 0x65
-                        | 0x69
-                        | 0x6F
-                        | 0x75
-                        | 0x79
-                        | 0x41
-                        | 0x45
-                        | 0x49
-                        | 0x4F
-                        | 0x55
-                        | 0x59
-                );
+                let vowel = is_short_vowel(c);
                 self.last_short_vowel = vowel;
                 if c < 0x80 && !vowel && !self.in_fence {
                     // One-letter names in code are code, not algebra.
@@ -1703,15 +1703,6 @@ impl Scanner {
     #[inline(never)]
     fn ideograph_run(&mut self, bytes: &[u8], start: usize) -> usize {
         debug_assert!(self.w_chars == 0 && !self.in_num && self.op_len == 0 && self.l_text);
-        // Characters whose last byte is before `quiet_end` are not in an instruction zone (from
-        // `start` on: the run does not reach past the tail zone's start unless it is in it).
-        let quiet_end = if self.in_quote {
-            usize::MAX
-        } else if start >= self.window_zone_head {
-            self.window_zone_tail
-        } else {
-            0
-        };
         let mut i = start;
         let mut prev = self.prev_cjk;
         // Ideographs by script class: lead bytes E3–E9 (kana and the unified ideographs) and EF
@@ -1730,9 +1721,7 @@ impl Scanner {
             taken += 1;
             compatibility += u64::from(lead == 0xEF);
             // The character's last byte decides the zone, as in `char`.
-            if i + 2 >= quiet_end
-                && !self.in_quote
-                && (i + 2 < self.window_zone_head || i + 2 >= self.window_zone_tail)
+            if self.in_zone_at(i + 2)
                 && let Some(cue) = lexicon::lookup(lexicon::pair_key(prev, c))
             {
                 self.s.cues[cue as usize] += 1;
